@@ -1,0 +1,46 @@
+"""Paged KV cache accounting: block needs, allocation, preemption by recompute or swap."""
+from numba import njit
+
+from .heap import heap_push
+from .layout import (BLOCKS, C_BLOCK_SIZE, C_PREEMPT_MODE, COMPUTED, HOST_BLOCKS, N_PREEMPT,
+                     N_SWAP, PM_SWAP, Q_SWAPPED, Q_WAITING, RECOMPUTED_TOKENS, S_FREE_BLOCKS,
+                     S_FREE_HOST, S_N_SWAPPED, S_N_WAITING, S_PREEMPT_RECOMPUTE, S_PREEMPT_SWAP,
+                     S_PREEMPTED_NOW, S_SWAP_BLOCKS, ST_SWAPPED, ST_WAITING, STATUS, SWAPPED_TOKENS)
+
+
+@njit(cache=True, inline="always")
+def blocks_for(tokens, block_size):
+    return (tokens + block_size - 1) // block_size
+
+
+@njit(cache=True, inline="always")
+def extra_blocks(ri, i, n_new, block_size):
+    """Blocks request ``i`` must allocate to hold ``n_new`` more computed tokens."""
+    need = blocks_for(ri[i, COMPUTED] + n_new, block_size) - ri[i, BLOCKS]
+    return need if need > 0 else 0
+
+
+@njit(cache=True)
+def preempt(i, rf, ri, queues, s, cfg_i):
+    """Evict running request ``i``: swap its KV to host memory if configured and there is
+    room, else drop it for recompute. The caller removes ``i`` from the running list."""
+    held = ri[i, BLOCKS]
+    s[S_FREE_BLOCKS] += held
+    ri[i, BLOCKS] = 0
+    ri[i, N_PREEMPT] += 1
+    s[S_PREEMPTED_NOW] = 1
+    if cfg_i[C_PREEMPT_MODE] == PM_SWAP and held <= s[S_FREE_HOST]:
+        s[S_FREE_HOST] -= held
+        ri[i, HOST_BLOCKS] = held
+        ri[i, N_SWAP] += 1
+        ri[i, SWAPPED_TOKENS] += ri[i, COMPUTED]
+        ri[i, STATUS] = ST_SWAPPED
+        s[S_SWAP_BLOCKS] += held
+        s[S_PREEMPT_SWAP] += 1
+        heap_push(queues[Q_SWAPPED], s, S_N_SWAPPED, rf, i)
+    else:
+        ri[i, RECOMPUTED_TOKENS] += ri[i, COMPUTED]
+        ri[i, COMPUTED] = 0
+        ri[i, STATUS] = ST_WAITING
+        s[S_PREEMPT_RECOMPUTE] += 1
+        heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, i)

@@ -1,0 +1,123 @@
+"""Engine state layout: named columns of the per-request tables and the scalar arrays.
+
+The numba engine works on plain numpy arrays so the whole state can be pickled, copied
+and stepped from Python (gymnasium envs) or numba (fast path) alike:
+
+* ``rf`` float64 ``(N, RF_COLS)`` and ``ri`` int64 ``(N, RI_COLS)``: one row per request.
+* ``queues`` int64 ``(3, N)``: the waiting heap, the swapped heap and the running list.
+* ``batch`` int64 ``(2, N)``: request index and new tokens of each request scheduled this step.
+* ``s`` int64 ``(S_COLS,)`` and ``t`` float64 ``(T_COLS,)``: engine scalars (counters, clock).
+* ``cfg_i`` int64 / ``cfg_f`` float64: engine configuration, read-only during a run.
+
+Module-level integer constants are compile-time constants inside numba functions.
+"""
+
+# --- per-request float columns (rf) ---
+ARRIVAL = 0        # arrival time, s
+PRIO = 1           # current priority value (lower = served first)
+FIRST_SCHED = 2    # start of the step that first scheduled it (nan until then)
+FIRST_TOKEN = 3    # end of the step that produced its first token
+LAST_TOKEN = 4     # end of the step that produced its latest token
+DONE = 5           # completion time (= last token time when finished)
+MAX_GAP = 6        # largest gap between consecutive tokens
+SUM_GAP = 7        # sum of gaps between consecutive tokens
+PSCR0 = 8          # policy scratch (free for a policy's own bookkeeping)
+PSCR1 = 9
+RF_COLS = 10
+
+# --- per-request int columns (ri) ---
+PROMPT = 0         # prompt tokens
+OUTPUT = 1         # true output tokens: read only by the engine and oracle policies
+STATUS = 2         # one of the ST_* codes below
+COMPUTED = 3       # tokens whose KV is in the GPU cache
+GENERATED = 4      # output tokens produced so far
+BLOCKS = 5         # GPU KV blocks held
+HOST_BLOCKS = 6    # host (swap) blocks held
+N_PREEMPT = 7      # times preempted (recompute or swap)
+N_SWAP = 8         # times swapped out
+SWAPPED_TOKENS = 9     # tokens whose KV was swapped out (summed over swaps)
+RECOMPUTED_TOKENS = 10 # tokens whose KV was dropped and must be recomputed
+RI_COLS = 11
+
+# --- request status codes ---
+ST_FUTURE = 0      # not arrived yet
+ST_WAITING = 1     # in the waiting heap (new or preempted by recompute)
+ST_RUNNING = 2     # in the running list
+ST_SWAPPED = 3     # KV in host memory, in the swapped heap
+ST_FINISHED = 4
+ST_REJECTED = 5    # refused before the run (reason kept on the Python side)
+
+# --- queues rows ---
+Q_WAITING = 0
+Q_SWAPPED = 1
+Q_RUNNING = 2
+
+# --- int scalars (s) ---
+S_NEXT_ARRIVAL = 0     # index of the next request to arrive
+S_N_WAITING = 1
+S_N_SWAPPED = 2
+S_N_RUNNING = 3
+S_FREE_BLOCKS = 4
+S_FREE_HOST = 5
+S_N_FINISHED = 6
+S_STEPS = 7
+S_PREEMPT_RECOMPUTE = 8
+S_PREEMPT_SWAP = 9
+S_ERROR = 10           # 0 = fine; see ERR_* codes
+S_BATCH = 11           # requests scheduled in the current step
+S_SWAP_BLOCKS = 12     # blocks moved over the host link in the current step
+S_PREEMPTED_NOW = 13   # 1 if the current step preempted someone
+S_COLS = 14
+
+# --- float scalars (t) ---
+T_NOW = 0
+T_BUSY = 1             # total time spent in engine steps
+T_COLS = 2
+
+# --- int config (cfg_i) ---
+C_BUDGET = 0           # max_num_batched_tokens
+C_MAX_SEQS = 1         # max_num_seqs
+C_BLOCK_SIZE = 2
+C_GPU_BLOCKS = 3
+C_HOST_BLOCKS = 4
+C_PREEMPT_MODE = 5     # PM_* below
+C_LONG_PREFILL = 6     # long_prefill_token_threshold (0 = off)
+C_CHUNKED = 7          # 1 = chunked prefill enabled
+C_WATERMARK = 8        # blocks kept free when admitting waiting/swapped requests
+C_POLICY = 9           # policy id (tailgym.policies)
+C_CHECK = 10           # 1 = verify block conservation every step (slow, for tests)
+C_VICTIM = 11          # victim rule (V_* below)
+C_REPRIORITIZE = 12    # 1 = re-evaluate a request's priority after each step it runs
+CI_COLS = 13
+
+# --- float config (cfg_f) ---
+CF_SWAP_S_PER_BLOCK = 0  # seconds to move one block over the host link
+CF_COLS = 1
+
+PM_RECOMPUTE = 0
+PM_SWAP = 1
+
+# --- victim rules (cfg_i[C_VICTIM]) ---
+V_LAST = 0             # vLLM FCFS: the most recently admitted running request
+V_LOWEST_PRIORITY = 1  # vLLM priority mode: largest (priority, arrival)
+
+# --- error codes (s[S_ERROR]) ---
+ERR_NONE = 0
+ERR_BLOCKS = 1         # block conservation violated
+ERR_STALL = 2          # nothing schedulable although requests are pending
+
+# --- step log columns ---
+L_END = 0              # clock at the end of the step
+L_DT = 1               # step time
+L_PREFILL = 2          # prefill tokens
+L_DECODE = 3           # decode sequences
+L_CONTEXT = 4          # context tokens read
+L_BATCH = 5            # requests in the batch
+L_FREE = 6             # free GPU blocks after the step
+L_HELD = 7             # GPU blocks held by running requests after the step
+L_WAITING = 8
+L_RUNNING = 9
+L_SWAP = 10            # blocks moved over the host link
+L_COLS = 11
+
+N_FEATURES = 5  # step-time features: const, prefill tokens, decode seqs, context tokens, prefill attention

@@ -1,0 +1,47 @@
+"""Drive the numba step loop from Python: chunks of steps, a progress bar, a step log."""
+import numpy as np
+from tqdm import tqdm
+
+from . import layout as L
+from .state import EngineConfig, EngineState
+from .step import run_engine
+
+CHUNK_STEPS = 200_000
+
+
+class EngineError(RuntimeError):
+    """The engine stopped in an impossible state (a bug, never a workload property)."""
+
+
+def run(state: EngineState, config: EngineConfig, coef: np.ndarray, policy, params: np.ndarray,
+        *, progress: bool = False, record_steps: bool = False, max_steps: int | None = None):
+    """Step ``state`` until every request is finished or rejected (or ``max_steps`` ran).
+
+    Returns the step log (``(steps, L_COLS)`` array, see ``layout.L_*``) if ``record_steps``.
+    """
+    cfg_i, cfg_f = config.arrays(policy)
+    coef = np.ascontiguousarray(coef, dtype=np.float64)
+    logs = []
+    n_done_target = state.n_requests - int((state.ri[:, L.STATUS] == L.ST_REJECTED).sum())
+    bar = tqdm(total=n_done_target, unit="req", desc="simulating", disable=not progress,
+               leave=False)
+    steps_left = max_steps if max_steps is not None else np.iinfo(np.int64).max
+    try:
+        while steps_left > 0:
+            chunk = int(min(CHUNK_STEPS, steps_left))
+            log = np.zeros((chunk if record_steps else 0, L.L_COLS))
+            done = run_engine(state.rf, state.ri, state.queues, state.batch, state.s, state.t,
+                              cfg_i, cfg_f, coef, params, log, chunk)
+            steps_left -= done
+            if record_steps:
+                logs.append(log[:done])
+            bar.update(int(state.s[L.S_N_FINISHED]) - bar.n)
+            err = int(state.s[L.S_ERROR])
+            if err:
+                raise EngineError(f"engine error {err} at t={state.t[L.T_NOW]:.6f}s after "
+                                  f"{state.s[L.S_STEPS]} steps: {state.status_counts()}")
+            if done < chunk:
+                break
+    finally:
+        bar.close()
+    return np.concatenate(logs) if record_steps else None

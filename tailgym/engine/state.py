@@ -1,0 +1,107 @@
+"""Engine configuration and the array state the numba core steps."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import layout as L
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Knobs of one serving engine (vLLM names). ``watermark_blocks`` is the number of blocks
+    kept free when admitting a waiting or swapped request; ``swap_s_per_block`` the time to
+    move one KV block over the host link, one way."""
+
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    num_gpu_blocks: int
+    block_size: int = 16
+    num_host_blocks: int = 0
+    preemption_mode: str = "recompute"
+    long_prefill_token_threshold: int = 0
+    enable_chunked_prefill: bool = True
+    watermark_blocks: int = 0
+    max_model_len: int = 1 << 62
+    swap_s_per_block: float = 0.0
+    check: bool = False
+
+    def __post_init__(self):
+        positive = ("max_num_batched_tokens", "max_num_seqs", "num_gpu_blocks", "block_size",
+                    "max_model_len")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_host_blocks", "long_prefill_token_threshold", "watermark_blocks"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.preemption_mode not in ("recompute", "swap"):
+            raise ValueError(f"preemption_mode must be 'recompute' or 'swap', "
+                             f"got {self.preemption_mode!r}")
+        if not self.enable_chunked_prefill and self.max_model_len > self.max_num_batched_tokens:
+            raise ValueError(f"without chunked prefill max_num_batched_tokens "
+                             f"({self.max_num_batched_tokens}) must be >= max_model_len "
+                             f"({self.max_model_len}), as in vLLM")
+        if not self.swap_s_per_block >= 0:
+            raise ValueError(f"swap_s_per_block must be >= 0, got {self.swap_s_per_block}")
+
+    def arrays(self, policy) -> tuple[np.ndarray, np.ndarray]:
+        """``cfg_i`` and ``cfg_f`` for the numba core, with the policy's id and victim rule."""
+        cfg_i = np.zeros(L.CI_COLS, dtype=np.int64)
+        cfg_i[L.C_BUDGET] = self.max_num_batched_tokens
+        cfg_i[L.C_MAX_SEQS] = self.max_num_seqs
+        cfg_i[L.C_BLOCK_SIZE] = self.block_size
+        cfg_i[L.C_GPU_BLOCKS] = self.num_gpu_blocks
+        cfg_i[L.C_HOST_BLOCKS] = self.num_host_blocks
+        cfg_i[L.C_PREEMPT_MODE] = L.PM_SWAP if self.preemption_mode == "swap" else L.PM_RECOMPUTE
+        cfg_i[L.C_LONG_PREFILL] = self.long_prefill_token_threshold
+        cfg_i[L.C_CHUNKED] = int(self.enable_chunked_prefill)
+        cfg_i[L.C_WATERMARK] = self.watermark_blocks
+        cfg_i[L.C_POLICY] = policy.pid
+        cfg_i[L.C_CHECK] = int(self.check)
+        cfg_i[L.C_VICTIM] = policy.victim
+        cfg_i[L.C_REPRIORITIZE] = int(policy.reprioritize)
+        cfg_f = np.zeros(L.CF_COLS, dtype=np.float64)
+        cfg_f[L.CF_SWAP_S_PER_BLOCK] = self.swap_s_per_block
+        return cfg_i, cfg_f
+
+    def blocks_for_request(self, prompt, output):
+        """GPU blocks a request holds at its largest (its last token's KV is never computed)."""
+        return -(-(np.asarray(prompt) + np.asarray(output) - 1) // self.block_size)
+
+
+class EngineState:
+    """Per-request tables, queues and scalars of one simulation (see ``layout``)."""
+
+    def __init__(self, arrival, prompt, output, config: EngineConfig, rejected=None):
+        n = len(arrival)
+        self.rf = np.zeros((n, L.RF_COLS))
+        self.rf[:, L.ARRIVAL] = arrival
+        for col in (L.FIRST_SCHED, L.FIRST_TOKEN, L.LAST_TOKEN, L.DONE):
+            self.rf[:, col] = np.nan
+        self.ri = np.zeros((n, L.RI_COLS), dtype=np.int64)
+        self.ri[:, L.PROMPT] = prompt
+        self.ri[:, L.OUTPUT] = output
+        if rejected is not None:
+            self.ri[rejected, L.STATUS] = L.ST_REJECTED
+        self.queues = np.zeros((3, max(n, 1)), dtype=np.int64)
+        self.batch = np.zeros((2, max(n, 1)), dtype=np.int64)
+        self.s = np.zeros(L.S_COLS, dtype=np.int64)
+        self.s[L.S_FREE_BLOCKS] = config.num_gpu_blocks
+        self.s[L.S_FREE_HOST] = config.num_host_blocks
+        self.t = np.zeros(L.T_COLS)
+        self.t[L.T_NOW] = arrival[0] if n else 0.0
+
+    def copy(self) -> "EngineState":
+        new = object.__new__(EngineState)
+        new.__dict__ = {k: v.copy() for k, v in self.__dict__.items()}
+        return new
+
+    @property
+    def n_requests(self) -> int:
+        return self.rf.shape[0]
+
+    def status_counts(self) -> dict[str, int]:
+        codes = {"future": L.ST_FUTURE, "waiting": L.ST_WAITING, "running": L.ST_RUNNING,
+                 "swapped": L.ST_SWAPPED, "finished": L.ST_FINISHED, "rejected": L.ST_REJECTED}
+        status = self.ri[:, L.STATUS]
+        return {name: int((status == code).sum()) for name, code in codes.items()}

@@ -1,0 +1,169 @@
+"""One engine step (schedule, time it, emit tokens) and the run loop over steps."""
+import numpy as np
+from numba import njit
+
+from ..policies.dispatch import priority
+from .heap import heap_push
+from .layout import (ARRIVAL, BLOCKS, C_BUDGET, C_CHECK, C_GPU_BLOCKS, C_HOST_BLOCKS, C_POLICY,
+                     C_REPRIORITIZE, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL,
+                     FIRST_TOKEN, GENERATED, HOST_BLOCKS, L_BATCH, L_CONTEXT, L_DECODE, L_DT,
+                     L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING, L_SWAP, L_WAITING, LAST_TOKEN,
+                     MAX_GAP, OUTPUT, PRIO, PROMPT, Q_RUNNING, Q_WAITING, S_BATCH, S_ERROR,
+                     S_FREE_BLOCKS, S_FREE_HOST, S_N_FINISHED, S_N_RUNNING, S_N_SWAPPED,
+                     S_N_WAITING, S_NEXT_ARRIVAL, S_PREEMPTED_NOW, S_STEPS, S_SWAP_BLOCKS,
+                     ST_FINISHED, ST_FUTURE, ST_WAITING, STATUS, SUM_GAP, T_BUSY, T_NOW)
+from .schedule import schedule_running, schedule_swapped, schedule_waiting
+
+
+@njit(cache=True)
+def admit_arrivals(rf, ri, queues, s, cfg_i, params, now):
+    """Move every request that has arrived by ``now`` into the waiting heap."""
+    n = rf.shape[0]
+    k = s[S_NEXT_ARRIVAL]
+    while k < n and rf[k, ARRIVAL] <= now:
+        if ri[k, STATUS] == ST_FUTURE:
+            ri[k, STATUS] = ST_WAITING
+            rf[k, PRIO] = priority(cfg_i[C_POLICY], params, rf, ri, k, now)
+            heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, k)
+        k += 1
+    s[S_NEXT_ARRIVAL] = k
+
+
+@njit(cache=True)
+def batch_features(ri, batch, nb, x):
+    """Fill ``x`` with the step-time features of the batch: const, prefill tokens, decode
+    sequences, context tokens read, prefill attention (causal query-key pairs)."""
+    x[0] = 1.0
+    x[1] = 0.0
+    x[2] = 0.0
+    x[3] = 0.0
+    x[4] = 0.0
+    for b in range(nb):
+        i = batch[0, b]
+        n = batch[1, b]
+        c = ri[i, COMPUTED]
+        if n == 1 and ri[i, GENERATED] > 0 and c + 1 == ri[i, PROMPT] + ri[i, GENERATED]:
+            x[2] += 1.0
+            x[3] += c + 1.0
+        else:
+            x[1] += n
+            x[3] += c + n
+            x[4] += n * (c + 0.5 * n)
+
+
+@njit(cache=True)
+def step_time(coef, x):
+    """Roofline form: the larger of the compute and memory times of the batch."""
+    compute = 0.0
+    memory = 0.0
+    for f in range(x.shape[0]):
+        compute += coef[0, f] * x[f]
+        memory += coef[1, f] * x[f]
+    return max(compute, memory)
+
+
+@njit(cache=True)
+def emit_tokens(rf, ri, queues, batch, s, cfg_i, params, end):
+    """Advance every scheduled request; sample a token where its KV caught up with its
+    tokens; finish requests that reached their output length and free their blocks."""
+    reprioritize = cfg_i[C_REPRIORITIZE] == 1
+    for b in range(s[S_BATCH]):
+        i = batch[0, b]
+        ri[i, COMPUTED] += batch[1, b]
+        if ri[i, COMPUTED] == ri[i, PROMPT] + ri[i, GENERATED]:
+            g = ri[i, GENERATED] + 1
+            ri[i, GENERATED] = g
+            if g == 1:
+                rf[i, FIRST_TOKEN] = end
+            else:
+                gap = end - rf[i, LAST_TOKEN]
+                rf[i, SUM_GAP] += gap
+                if gap > rf[i, MAX_GAP]:
+                    rf[i, MAX_GAP] = gap
+            rf[i, LAST_TOKEN] = end
+            if g == ri[i, OUTPUT]:
+                ri[i, STATUS] = ST_FINISHED
+                rf[i, DONE] = end
+                s[S_FREE_BLOCKS] += ri[i, BLOCKS]
+                ri[i, BLOCKS] = 0
+                s[S_N_FINISHED] += 1
+                continue
+        if reprioritize:
+            rf[i, PRIO] = priority(cfg_i[C_POLICY], params, rf, ri, i, end)
+    running = queues[Q_RUNNING]
+    kept = 0
+    for k in range(s[S_N_RUNNING]):
+        i = running[k]
+        if ri[i, STATUS] != ST_FINISHED:
+            running[kept] = i
+            kept += 1
+    s[S_N_RUNNING] = kept
+
+
+@njit(cache=True)
+def blocks_conserved(ri, s, cfg_i):
+    return (ri[:, BLOCKS].sum() + s[S_FREE_BLOCKS] == cfg_i[C_GPU_BLOCKS]
+            and ri[:, HOST_BLOCKS].sum() + s[S_FREE_HOST] == cfg_i[C_HOST_BLOCKS]
+            and s[S_FREE_BLOCKS] >= 0 and s[S_FREE_HOST] >= 0)
+
+
+@njit(cache=True)
+def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks):
+    log[row, L_END] = t[T_NOW]
+    log[row, L_DT] = dt
+    log[row, L_PREFILL] = x[1]
+    log[row, L_DECODE] = x[2]
+    log[row, L_CONTEXT] = x[3]
+    log[row, L_BATCH] = s[S_BATCH]
+    log[row, L_FREE] = s[S_FREE_BLOCKS]
+    held = 0
+    for k in range(s[S_N_RUNNING]):
+        held += ri[queues[Q_RUNNING, k], BLOCKS]
+    log[row, L_HELD] = held
+    log[row, L_WAITING] = s[S_N_WAITING]
+    log[row, L_RUNNING] = s[S_N_RUNNING]
+    log[row, L_SWAP] = swap_blocks
+
+
+@njit(cache=True)
+def run_engine(rf, ri, queues, batch, s, t, cfg_i, cfg_f, coef, params, log, max_steps):
+    """Run up to ``max_steps`` engine steps (or until every request is done, or an error);
+    return the number of steps run. Fills ``log`` rows when it has any."""
+    n_req = rf.shape[0]
+    x = np.zeros(coef.shape[1])
+    steps = 0
+    while steps < max_steps:
+        admit_arrivals(rf, ri, queues, s, cfg_i, params, t[T_NOW])
+        if s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] == 0:
+            if s[S_NEXT_ARRIVAL] >= n_req:
+                break
+            t[T_NOW] = rf[s[S_NEXT_ARRIVAL], ARRIVAL]  # idle: jump to the next arrival
+            continue
+        s[S_BATCH] = 0
+        s[S_PREEMPTED_NOW] = 0
+        budget = schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_i[C_BUDGET])
+        if s[S_PREEMPTED_NOW] == 0:
+            budget = schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, t[T_NOW])
+            if s[S_N_SWAPPED] == 0:
+                schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, t[T_NOW])
+        if s[S_BATCH] == 0:
+            if s[S_PREEMPTED_NOW] == 1:
+                continue  # the lone running request evicted itself; re-plan at once
+            s[S_ERROR] = ERR_STALL
+            break
+        batch_features(ri, batch, s[S_BATCH], x)
+        swap_blocks = s[S_SWAP_BLOCKS]
+        dt = step_time(coef, x) + swap_blocks * cfg_f[CF_SWAP_S_PER_BLOCK]
+        end = t[T_NOW] + dt
+        emit_tokens(rf, ri, queues, batch, s, cfg_i, params, end)
+        t[T_NOW] = end
+        t[T_BUSY] += dt
+        s[S_SWAP_BLOCKS] = 0
+        s[S_STEPS] += 1
+        if log.shape[0] > steps:
+            log_step(log, steps, t, ri, queues, s, x, dt, swap_blocks)
+        steps += 1
+        if cfg_i[C_CHECK] == 1 and not blocks_conserved(ri, s, cfg_i):
+            s[S_ERROR] = ERR_BLOCKS
+            break
+    return steps

@@ -1,0 +1,14 @@
+"""FCFS, vLLM's default policy.
+
+Running requests are served in admission order, waiting ones by arrival; preempted requests
+go back to the head of the queue (they arrived before every waiting request); the victim is
+the most recently admitted running request. Signals read: arrival time only.
+"""
+from numba import njit
+
+from ..engine.layout import ARRIVAL
+
+
+@njit(cache=True)
+def priority(rf, ri, i, now, params):
+    return rf[i, ARRIVAL]
