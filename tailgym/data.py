@@ -1,0 +1,164 @@
+"""Named public data sets: local data-dir lookup, user cache and verified download.
+
+Data files are never shipped with tailgym. :func:`data_path` finds a data set in a
+local data directory (``TAILGYM_DATA_DIR``), in the user cache, or downloads it once
+into the cache and checks its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+_CHUNK = 1 << 16
+
+
+class DataError(RuntimeError):
+    """A data set could not be found, downloaded or verified."""
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A public file known by name.
+
+    ``relpath`` is its path inside a data directory (e.g. ``traces/x.csv``);
+    ``sha256`` is the hash of the public file at ``url``.
+    """
+
+    name: str
+    relpath: str
+    url: str
+    sha256: str
+    attribution: str
+
+
+_AZURE = (
+    "Azure LLM inference trace 2023 (Azure/AzurePublicDataset), CC-BY 4.0. "
+    "Patel et al., 'Splitwise: Efficient generative LLM inference using phase splitting', ISCA 2024."
+)
+_VIDUR = "microsoft/vidur profiling data, MIT license, (c) Microsoft."
+_GH = "https://raw.githubusercontent.com"
+
+DATASETS: dict[str, DataSet] = {
+    d.name: d
+    for d in (
+        DataSet(
+            "azure-conv",
+            "traces/azure_llm_2023_conv.csv",
+            f"{_GH}/Azure/AzurePublicDataset/master/data/AzureLLMInferenceTrace_conv.csv",
+            "2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8",
+            _AZURE,
+        ),
+        DataSet(
+            "azure-code",
+            "traces/azure_llm_2023_code.csv",
+            f"{_GH}/Azure/AzurePublicDataset/master/data/AzureLLMInferenceTrace_code.csv",
+            "54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
+            _AZURE,
+        ),
+        DataSet(
+            "splitwise-perf-model",
+            "profiles/splitwise_perf_model.csv",
+            f"{_GH}/Mutinifni/splitwise-sim/main/data/perf_model.csv",
+            "dbbe505d1d64fc4bd1ec03c50edf944643586de4f68a81e94cbd55dd5bdfbf41",
+            "Mutinifni/splitwise-sim data/perf_model.csv, MIT license, (c) 2024 Pratyush Patel.",
+        ),
+        DataSet(
+            "vidur-h100-llama2-7b-mlp",
+            "profiles/vidur_h100_llama2-7b_mlp.csv",
+            f"{_GH}/microsoft/vidur/main/data/profiling/compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv",
+            "b1a2def08857d10e5f66c3b5b2d046b6e8caed5c30b2bc920a0462598e3b2a59",
+            _VIDUR,
+        ),
+        DataSet(
+            "vidur-a100-llama3-8b-mlp",
+            "profiles/vidur_a100_llama3-8b_mlp.csv",
+            f"{_GH}/microsoft/vidur/main/data/profiling/compute/a100/meta-llama/Meta-Llama-3-8B/mlp.csv",
+            "98c26488298e324e89db7349e213f75c856ae83dc6b17548a68636d2cb5efff0",
+            _VIDUR,
+        ),
+    )
+}
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The download cache: ``cache_dir``, else ``$TAILGYM_CACHE_DIR``, else ``~/.cache/tailgym``."""
+    root = cache_dir or os.environ.get("TAILGYM_CACHE_DIR") or Path.home() / ".cache" / "tailgym"
+    return Path(root).expanduser()
+
+
+def download(url: str, dest: str | os.PathLike, sha256: str, *, progress: bool = True) -> Path:
+    """Stream ``url`` to ``dest`` atomically, verifying its sha256."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    with tqdm(
+                        total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=dest.name, file=sys.stderr, disable=not progress,
+                    ) as bar:
+                        while chunk := resp.read(_CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts, short reads
+                raise DataError(f"download of {url} failed: {exc}") from exc
+        actual = digest.hexdigest()
+        if actual != sha256.lower():
+            raise DataError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+_fetch = download  # data_path's ``download`` flag shadows the function name
+
+
+def data_path(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Local path of data set ``name``.
+
+    Looks in ``data_dir``, then ``$TAILGYM_DATA_DIR``, then the cache (see
+    :func:`cache_root`); if still missing and ``download`` is true, downloads it into
+    the cache. Files in a data dir are trusted as is; downloads are sha256-checked.
+    """
+    try:
+        ds = DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+    roots = [Path(d).expanduser() for d in (data_dir, os.environ.get("TAILGYM_DATA_DIR")) if d]
+    cached = cache_root(cache_dir) / ds.relpath
+    candidates = [r / ds.relpath for r in roots] + [cached]
+    for path in candidates:
+        if path.is_file():
+            return path
+    if not download:
+        looked = "\n  ".join(str(p) for p in candidates)
+        raise DataError(
+            f"data set {name!r} not found; looked in:\n  {looked}\n"
+            f"Set TAILGYM_DATA_DIR to a directory containing {ds.relpath}, "
+            f"or allow the download from {ds.url}."
+        )
+    _fetch(ds.url, cached, ds.sha256, progress=progress)
+    return cached

@@ -1,0 +1,185 @@
+"""The :class:`Workload` container: a validated, immutable request trace."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class WorkloadError(ValueError):
+    """Invalid workload data or spec; names file, line, column and value where known."""
+
+
+class UnsortedArrivalsWarning(UserWarning):
+    """A trace's arrivals were out of order and have been stably sorted."""
+
+
+def parse_options(text: str, valid: tuple[str, ...], what: str) -> dict[str, str]:
+    """Parse ``"k=v,k=v"`` into a dict, accepting only keys in ``valid``."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not key or not value:
+            raise WorkloadError(f"bad {what} item {item!r}: expected key=value")
+        if key not in valid:
+            raise WorkloadError(f"unknown {what} key {key!r}; valid keys: {', '.join(valid)}")
+        if key in out:
+            raise WorkloadError(f"duplicate {what} key {key!r}")
+        out[key] = value
+    return out
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _int_array(name: str, values) -> np.ndarray:
+    a = np.asarray(values)
+    if a.dtype.kind == "f" and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+        raise WorkloadError(f"{name} must hold integers")
+    if a.dtype.kind not in "iuf":
+        raise WorkloadError(f"{name} must be numeric, got dtype {a.dtype}")
+    return np.array(a, dtype=np.int64)
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    p50, p99 = np.percentile(x, [50, 99])
+    return {"mean": float(x.mean()), "p50": float(p50), "p99": float(p99), "max": int(x.max())}
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Workload:
+    """Requests sorted by arrival: arrival time (s) and prompt/output token counts.
+
+    ``labels`` optionally hold a class index per request into ``label_names``;
+    ``source_rows`` the 1-based source-file line of each request, used in messages.
+    Arrays are coerced to their dtypes, validated and made read-only.
+    """
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    name: str = "workload"
+    labels: np.ndarray | None = None
+    label_names: tuple[str, ...] = ()
+    source_rows: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        fields = {
+            "arrival_s": np.array(self.arrival_s, dtype=np.float64),
+            "prompt_tokens": _int_array("prompt_tokens", self.prompt_tokens),
+            "output_tokens": _int_array("output_tokens", self.output_tokens),
+        }
+        if self.labels is not None:
+            fields["labels"] = _int_array("labels", self.labels).astype(np.int32)
+        if self.source_rows is not None:
+            fields["source_rows"] = _int_array("source_rows", self.source_rows)
+        n = len(fields["arrival_s"])
+        for key, a in fields.items():
+            if a.ndim != 1 or len(a) != n:
+                raise WorkloadError(f"{key} has shape {a.shape}; expected ({n},) like arrival_s")
+        if n == 0:
+            raise WorkloadError("a workload needs at least one request")
+        for key, a in fields.items():
+            object.__setattr__(self, key, _frozen(a))
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+        self._validate()
+
+    def _where(self, i: int) -> str:
+        line = f" (line {self.source_rows[i]})" if self.source_rows is not None else ""
+        return f"{self.name}: request {i}{line}"
+
+    def _validate(self) -> None:
+        a = self.arrival_s
+        if not np.isfinite(a).all():
+            i = int(np.argmin(np.isfinite(a)))
+            raise WorkloadError(f"{self._where(i)}: arrival_s {a[i]} is not finite")
+        if (bad := np.flatnonzero(np.diff(a) < 0)).size:
+            i = int(bad[0]) + 1
+            raise WorkloadError(f"{self._where(i)}: arrival_s {a[i]} is earlier than the previous {a[i - 1]}")
+        for key in ("prompt_tokens", "output_tokens"):
+            t = getattr(self, key)
+            if (bad := np.flatnonzero(t < 1)).size:
+                i = int(bad[0])
+                raise WorkloadError(f"{self._where(i)}: {key} {t[i]} must be >= 1")
+        if self.labels is not None and len(self.labels):
+            lo, hi = int(self.labels.min()), int(self.labels.max())
+            if lo < 0 or hi >= len(self.label_names):
+                raise WorkloadError(
+                    f"{self.name}: labels span {lo}..{hi} but there are {len(self.label_names)} label_names"
+                )
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    def __repr__(self) -> str:
+        return f"Workload(name={self.name!r}, n={len(self)}, duration_s={self.duration_s:.6g})"
+
+    @property
+    def duration_s(self) -> float:
+        """Time from the first to the last arrival."""
+        return float(self.arrival_s[-1] - self.arrival_s[0])
+
+    @property
+    def mean_rate(self) -> float:
+        """Mean arrival rate (n - 1) / duration in requests/s."""
+        if len(self) < 2 or self.duration_s <= 0:
+            raise WorkloadError(f"{self.name}: mean rate undefined for {len(self)} requests over {self.duration_s} s")
+        return (len(self) - 1) / self.duration_s
+
+    def with_rate_scale(self, factor: float) -> Workload:
+        """Multiply the arrival rate by ``factor`` (inter-arrival gaps divided by it)."""
+        if not (np.isfinite(factor) and factor > 0):
+            raise WorkloadError(f"rate scale factor must be finite and > 0, got {factor}")
+        a0 = self.arrival_s[0]
+        return dataclasses.replace(self, arrival_s=a0 + (self.arrival_s - a0) / factor)
+
+    def with_rate(self, rate: float) -> Workload:
+        """Rescale arrival times so that :attr:`mean_rate` equals ``rate``."""
+        if not (np.isfinite(rate) and rate > 0):
+            raise WorkloadError(f"rate must be finite and > 0, got {rate}")
+        return self.with_rate_scale(rate / self.mean_rate)
+
+    def with_arrivals(self, arrival_s: np.ndarray) -> Workload:
+        """Same requests (lengths, labels, rows) in the same order with new arrival times."""
+        return dataclasses.replace(self, arrival_s=arrival_s)
+
+    def head(self, n: int) -> Workload:
+        """The first ``n`` requests."""
+        if n < 1:
+            raise WorkloadError(f"head needs n >= 1, got {n}")
+        arrays = ("arrival_s", "prompt_tokens", "output_tokens", "labels", "source_rows")
+        cut = {f: getattr(self, f)[:n] for f in arrays if getattr(self, f) is not None}
+        return dataclasses.replace(self, **cut)
+
+    def fingerprint(self) -> str:
+        """sha256 hex digest of the arrival, token and label data (for caches)."""
+        names = self.label_names if self.labels is not None else None
+        h = hashlib.sha256(f"n={len(self)};labels={names}".encode())
+        for a in (self.arrival_s, self.prompt_tokens, self.output_tokens, self.labels):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict:
+        """Summary statistics as plain Python numbers (``mean_rate`` None if undefined)."""
+        try:
+            rate = self.mean_rate
+        except WorkloadError:
+            rate = None
+        out = {
+            "name": self.name,
+            "n": len(self),
+            "duration_s": self.duration_s,
+            "mean_rate": rate,
+            "prompt_tokens": _stats(self.prompt_tokens),
+            "output_tokens": _stats(self.output_tokens),
+        }
+        if self.labels is not None:
+            counts = np.bincount(self.labels, minlength=len(self.label_names))
+            out["labels"] = {k: int(c) for k, c in zip(self.label_names, counts)}
+        return out

@@ -1,0 +1,98 @@
+"""Turn a workload spec (name, preset, option string, path or Workload) into a Workload.
+
+Spec forms accepted by :func:`load_workload`:
+
+- a :class:`Workload`: returned as is;
+- a trace name (``azure-conv``, ``azure-code``), found via :func:`tailgym.data.data_path`;
+- ``<trace>:key=value,...``: the trace with options, applied in this order:
+  ``n`` keeps the first n requests; ``arrival`` (+ its parameters, e.g. ``cv``) redraws
+  the arrival times from that process with ``seed``, keeping the requests' lengths in
+  order and the trace's mean rate (or ``rate``); ``rate`` alone rescales the trace's
+  own arrival times to that mean rate. E.g. ``azure-conv:arrival=gamma,cv=3``;
+- ``default`` (= ``chat``) or a preset name, optionally with ``:key=value,...`` overrides;
+- ``synthetic:preset=chat,n=5000,arrival=gamma,cv=3,rate=4,seed=1``;
+- a path to a CSV file (an existing file, or one ending in ``.csv``), read by :func:`load_csv`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data import data_path
+from .core import Workload, WorkloadError, parse_options
+from .csv_loader import load_csv
+from .synthetic import ARRIVAL_PROCESSES, PRESETS, arrival_params, arrival_times, preset
+
+AZURE_COLUMNS = {"arrival": "TIMESTAMP", "prompt": "ContextTokens", "output": "GeneratedTokens"}
+TRACES: dict[str, dict[str, str]] = {"azure-conv": AZURE_COLUMNS, "azure-code": AZURE_COLUMNS}
+
+_PROCESS_KEYS = tuple(dict.fromkeys(k for p in ARRIVAL_PROCESSES for k in arrival_params(p)))
+_TYPES = {"n": int, "seed": int, "arrival": str, "preset": str} | dict.fromkeys(("rate", *_PROCESS_KEYS), float)
+OPTION_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
+SYNTHETIC_KEYS = ("preset", *OPTION_KEYS)
+
+
+def _options(text: str, valid: tuple[str, ...], what: str) -> dict:
+    out = {}
+    for key, value in parse_options(text, valid, what).items():
+        try:
+            out[key] = _TYPES[key](value)
+        except ValueError:
+            raise WorkloadError(f"{what} option {key}={value!r}: expected {_TYPES[key].__name__}") from None
+    return out
+
+
+def _is_csv_path(spec) -> bool:
+    return isinstance(spec, os.PathLike) or str(spec).lower().endswith(".csv") or Path(spec).is_file()
+
+
+def _trace(name: str, opts: dict, seed: int, data_dir, label: str) -> Workload:
+    w = load_csv(data_path(name, data_dir=data_dir), TRACES[name], name=label)
+    if "n" in opts:
+        w = w.head(opts.pop("n"))
+    rate = opts.pop("rate", None)
+    seed = opts.pop("seed", seed)
+    if "arrival" in opts:
+        rate = w.mean_rate if rate is None else rate
+        return w.with_arrivals(arrival_times(opts.pop("arrival"), len(w), rate, np.random.default_rng(seed), **opts))
+    if opts:
+        raise WorkloadError(f"{label}: options {', '.join(opts)} require arrival=<{'|'.join(ARRIVAL_PROCESSES)}>")
+    return w.with_rate(rate) if rate is not None else w
+
+
+def load_workload(
+    spec: Workload | str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    columns: dict[str, str] | str | None = None,
+) -> Workload:
+    """Resolve ``spec`` (see the module docstring); ``seed`` is the default for random
+    draws, ``columns`` the column mapping for CSV paths."""
+    if isinstance(spec, Workload):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        raise WorkloadError(f"workload spec must be a Workload, str or path, got {type(spec).__name__}")
+    head, _, text = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    named = head in TRACES or head in PRESETS or head in ("default", "synthetic")
+    if columns is not None and named:
+        raise WorkloadError(f"columns only apply to CSV files, not to {spec!r}")
+    label = str(spec) if text else ("chat" if head == "default" else head)
+    if head in TRACES:
+        return _trace(head, _options(text, OPTION_KEYS, head), seed, data_dir, label)
+    if head == "synthetic":
+        opts = _options(text, SYNTHETIC_KEYS, head)
+        return preset(opts.pop("preset", "chat"), **{"seed": seed, "name": label} | opts)
+    if head == "default" or head in PRESETS:
+        opts = _options(text, OPTION_KEYS, head)
+        return preset("chat" if head == "default" else head, **{"seed": seed, "name": label} | opts)
+    if _is_csv_path(spec):
+        return load_csv(spec, columns)
+    raise WorkloadError(
+        f"unknown workload {spec!r}; expected a trace ({', '.join(TRACES)}), 'default', "
+        f"a preset ({', '.join(PRESETS)}), 'synthetic:key=value,...', "
+        f"'<trace>:key=value,...' or a path to a .csv file"
+    )
