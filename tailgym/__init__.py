@@ -1,2 +1,13 @@
-"""tailgym: tail-latency research for LLM-serving schedulers."""
+"""tailgym: tail-latency research for LLM-serving schedulers.
+
+``tailgym.simulate(workload, policy, ...)`` replays a workload through a numba simulator of a
+vLLM-style engine and returns a ``Report``; see the README for the CLI.
+"""
 __version__ = "0.1.0"
+
+from . import hardware  # noqa: E402
+from .metrics import Report  # noqa: E402
+from .sim import simulate  # noqa: E402
+from .workload import Workload, load_workload  # noqa: E402
+
+__all__ = ["Report", "Workload", "hardware", "load_workload", "simulate"]

@@ -23,7 +23,7 @@ def run(state: EngineState, config: EngineConfig, coef: np.ndarray, policy, para
     coef = np.ascontiguousarray(coef, dtype=np.float64)
     logs = []
     n_done_target = state.n_requests - int((state.ri[:, L.STATUS] == L.ST_REJECTED).sum())
-    bar = tqdm(total=n_done_target, unit="req", desc="simulating", disable=not progress,
+    bar = tqdm(total=n_done_target, unit="req", desc="simulating", disable=not progress, delay=0.5,
                leave=False)
     steps_left = max_steps if max_steps is not None else np.iinfo(np.int64).max
     try:

@@ -1,0 +1,62 @@
+"""Saturation throughput of an engine for a workload, measured by the simulator itself.
+
+``--load RHO`` means: arrivals at RHO times the rate the engine sustains when every request
+of the workload is queued at t=0 (FCFS). Results are cached on disk by a hash of the lengths,
+the engine configuration and the step-time coefficients.
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from .data import cache_root
+from .engine import EngineState, run
+from .engine import layout as L
+from .policies import get_policy
+
+
+def _key(workload, config, coef) -> str:
+    h = hashlib.sha256()
+    for a in (workload.prompt_tokens, workload.output_tokens, np.asarray(coef, np.float64)):
+        h.update(np.ascontiguousarray(a).tobytes())
+    fcfs = get_policy("fcfs")
+    for a in config.arrays(fcfs):
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def measure_saturation(workload, config, coef) -> float:
+    """Requests/s completed with all requests of ``workload`` arriving at once."""
+    fit = config.blocks_for_request(workload.prompt_tokens, workload.output_tokens)
+    keep = ((fit <= config.num_gpu_blocks - config.watermark_blocks)
+            & (workload.prompt_tokens + workload.output_tokens <= config.max_model_len))
+    if not keep.any():
+        raise ValueError(f"no request of {workload.name} fits the engine; cannot measure saturation")
+    n = int(keep.sum())
+    state = EngineState(np.zeros(n), workload.prompt_tokens[keep], workload.output_tokens[keep], config)
+    fcfs = get_policy("fcfs")
+    run(state, config, coef, fcfs, fcfs.param_array())
+    return n / float(state.t[L.T_NOW])
+
+
+def saturation_rate(workload, config, coef, *, cache: bool = True) -> float:
+    """Cached ``measure_saturation``; the cache lives in the tailgym cache directory."""
+    path = cache_root() / "saturation.json"
+    key = _key(workload, config, coef)
+    table = {}
+    if cache and path.exists():
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError):
+            table = {}
+        if key in table:
+            return float(table[key])
+    rate = measure_saturation(workload, config, coef)
+    if cache:
+        table[key] = rate
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, path)
+    return rate

@@ -1,0 +1,180 @@
+"""``tailgym.simulate``: a workload, a model on a GPU and a policy in; a ``Report`` out."""
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from . import hardware
+from .engine import EngineConfig, EngineError, EngineState, run
+from .engine import layout as L
+from .metrics import Report
+from .policies import get_policy
+from .workload import Workload, WorkloadError, load_workload
+
+SWAP_SPACE_GIB = 4.0  # vLLM v0 default swap space per GPU
+
+
+def build_engine(model: str = "llama3-8b", gpu: str = "h100-80gb", *, tp: int = 1,
+                 kv_blocks: int | None = None, max_num_batched_tokens: int | None = None,
+                 max_num_seqs: int | None = None, profile=None,
+                 preemption_mode: str = "recompute", swap_space_gib: float = SWAP_SPACE_GIB,
+                 gpu_memory_utilization: float = 0.9, block_size: int = 16,
+                 long_prefill_token_threshold: int = 0, enable_chunked_prefill: bool = True,
+                 watermark: float = 0.0, max_model_len: int | None = None,
+                 check: bool = False):
+    """Engine knobs and step-time model for ``model`` on ``gpu`` (vLLM defaults for the GPU
+    where a knob is None). ``profile`` is a profile JSON path or shipped name (default: the
+    roofline model). ``watermark`` is the share of blocks kept free at admission."""
+    m, g = hardware.get_model(model), hardware.get_gpu(gpu)
+    defaults = hardware.default_engine_knobs(g)
+    if kv_blocks is None:
+        kv_blocks = hardware.kv_capacity_blocks(m, g, tp=tp, block_size=block_size,
+                                                gpu_memory_utilization=gpu_memory_utilization)
+    block_bytes = hardware.kv_block_bytes(m, block_size=block_size, tp=tp)
+    if not 0.0 <= watermark < 1.0:
+        raise ValueError(f"watermark must be in [0, 1), got {watermark}")
+    budget = int(max_num_batched_tokens or defaults["max_num_batched_tokens"])
+    if max_model_len is None:
+        max_model_len = m.max_context if enable_chunked_prefill else min(m.max_context, budget)
+    config = EngineConfig(
+        max_num_batched_tokens=budget,
+        max_num_seqs=int(max_num_seqs or defaults["max_num_seqs"]),
+        num_gpu_blocks=int(kv_blocks),
+        block_size=block_size,
+        num_host_blocks=int(swap_space_gib * 2**30 // block_bytes) if preemption_mode == "swap" else 0,
+        preemption_mode=preemption_mode,
+        long_prefill_token_threshold=long_prefill_token_threshold,
+        enable_chunked_prefill=enable_chunked_prefill,
+        watermark_blocks=int(np.ceil(watermark * kv_blocks)),
+        max_model_len=int(max_model_len),
+        swap_s_per_block=block_bytes / g.host_link_bw,
+        check=check,
+    )
+    steps = hardware.load_profile(profile) if profile is not None else hardware.roofline(m, g, tp)
+    return config, steps
+
+
+def admission_check(workload: Workload, config: EngineConfig, on_unfit: str = "error"):
+    """Requests the engine must refuse, with reasons. Longer than ``max_model_len``: rejected
+    (as vLLM's API server does). Never fitting the KV cache: an error naming the row, or
+    rejected with ``on_unfit='reject'``."""
+    if on_unfit not in ("error", "reject"):
+        raise ValueError(f"on_unfit must be 'error' or 'reject', got {on_unfit!r}")
+    total = workload.prompt_tokens + workload.output_tokens
+    too_long = total > config.max_model_len
+    usable = config.num_gpu_blocks - config.watermark_blocks
+    unfit = ~too_long & (config.blocks_for_request(workload.prompt_tokens,
+                                                   workload.output_tokens) > usable)
+    rows = workload.source_rows
+    if unfit.any() and on_unfit == "error":
+        i = int(np.flatnonzero(unfit)[0])
+        where = f"{workload.name}, row {rows[i]}" if rows is not None else f"{workload.name}, request {i}"
+        raise WorkloadError(
+            f"{where}: prompt_tokens={workload.prompt_tokens[i]} + output_tokens="
+            f"{workload.output_tokens[i]} can never fit the KV cache ({usable} usable blocks of "
+            f"{config.block_size} tokens); {int(unfit.sum())} such requests in all. Raise "
+            f"kv_blocks or pass on_unfit='reject' to list them as rejected.")
+    rejected = []
+    for i in np.flatnonzero(too_long | unfit):
+        reason = (f"prompt+output tokens ({total[i]}) exceed max_model_len ({config.max_model_len})"
+                  if too_long[i] else
+                  f"prompt+output tokens ({total[i]}) can never fit the KV cache ({usable} blocks)")
+        rejected.append({"index": int(i), "row": int(rows[i]) if rows is not None else None,
+                         "reason": reason})
+    return too_long | unfit, rejected
+
+
+def apply_rate(workload: Workload, config: EngineConfig, coef, *, rate=None, rate_scale=None,
+               load=None) -> tuple[Workload, dict]:
+    """Rescale arrivals by one of ``rate`` (req/s), ``rate_scale`` (x the trace's rate) or
+    ``load`` (fraction of the engine's measured saturation throughput)."""
+    given = [k for k, v in (("rate", rate), ("rate_scale", rate_scale), ("load", load)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of rate, rate_scale, load (got {', '.join(given)})")
+    info = {}
+    if rate is not None:
+        workload = workload.with_rate(float(rate))
+    elif rate_scale is not None:
+        workload = workload.with_rate_scale(float(rate_scale))
+    elif load is not None:
+        from .load import saturation_rate
+        if not float(load) > 0:
+            raise ValueError(f"load must be > 0, got {load}")
+        info["saturation_rps"] = saturation_rate(workload, config, coef)
+        info["load"] = float(load)
+        workload = workload.with_rate(float(load) * info["saturation_rps"])
+    if len(workload) > 1 and workload.duration_s > 0:
+        info["rate_rps"] = workload.mean_rate
+    return workload, info
+
+
+def simulate(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
+             gpu: str = "h100-80gb", seed: int = 0, rate: float | None = None,
+             rate_scale: float | None = None, load: float | None = None,
+             policy_args: dict | None = None, warmup_s: float = 0.0,
+             slo: dict[str, float] | None = None, on_unfit: str = "error",
+             progress: bool = False, record_steps: bool = False, data_dir=None,
+             columns=None, **knobs) -> Report:
+    """Replay ``workload`` (a data set name, a CSV path, a synthetic spec or a ``Workload``)
+    through one engine running ``policy`` and return the report.
+
+    Engine knobs (``knobs``) are those of ``build_engine``: ``tp``, ``kv_blocks``,
+    ``max_num_batched_tokens``, ``max_num_seqs``, ``profile``, ``preemption_mode``,
+    ``swap_space_gib``, ``gpu_memory_utilization``, ``block_size``,
+    ``long_prefill_token_threshold``, ``enable_chunked_prefill``, ``watermark``,
+    ``max_model_len``, ``check``.
+    """
+    spec = get_policy(policy)
+    params = spec.param_array(policy_args)
+    wl = load_workload(workload, data_dir=data_dir, seed=seed, columns=columns)
+    config, steps = build_engine(model, gpu, **knobs)
+    wl, rate_info = apply_rate(wl, config, steps.coef(), rate=rate, rate_scale=rate_scale, load=load)
+    refused, rejected = admission_check(wl, config, on_unfit)
+    state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused)
+    start = time.perf_counter()
+    log = run(state, config, steps.coef(), spec, params, progress=progress,
+              record_steps=record_steps)
+    wall = time.perf_counter() - start
+    counts = state.status_counts()
+    if counts["finished"] + counts["rejected"] != len(wl):
+        raise EngineError(f"requests unaccounted for at the end of the run: {counts}")
+    return Report(
+        requests=request_table(state),
+        rejected=rejected,
+        config={"workload": wl.name, "policy": policy, "policy_args": dict(policy_args or {}),
+                "model": model, "gpu": gpu, "seed": seed, "step_model": steps.name,
+                **rate_info, **asdict(config)},
+        steps=int(state.s[L.S_STEPS]),
+        simulated_seconds=float(state.t[L.T_NOW] - (wl.arrival_s[0] if len(wl) else 0.0)),
+        busy_seconds=float(state.t[L.T_BUSY]),
+        wall_seconds=wall,
+        preemptions_recompute=int(state.s[L.S_PREEMPT_RECOMPUTE]),
+        preemptions_swap=int(state.s[L.S_PREEMPT_SWAP]),
+        warmup_s=warmup_s,
+        slo=dict(slo or {}),
+        step_log=log,
+    )
+
+
+def request_table(state: EngineState) -> dict[str, np.ndarray]:
+    """Named per-request arrays of a finished run."""
+    rf, ri = state.rf, state.ri
+    gen = ri[:, L.GENERATED]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_gap = np.where(gen > 1, rf[:, L.SUM_GAP] / (gen - 1), np.nan)
+    return {
+        "arrival": rf[:, L.ARRIVAL].copy(),
+        "prompt_tokens": ri[:, L.PROMPT].copy(),
+        "output_tokens": ri[:, L.OUTPUT].copy(),
+        "first_scheduled": rf[:, L.FIRST_SCHED].copy(),
+        "first_token": rf[:, L.FIRST_TOKEN].copy(),
+        "completion": rf[:, L.DONE].copy(),
+        "mean_gap": mean_gap,
+        "max_gap": np.where(gen > 1, rf[:, L.MAX_GAP], np.nan),
+        "preemptions": ri[:, L.N_PREEMPT].copy(),
+        "swaps": ri[:, L.N_SWAP].copy(),
+        "swapped_tokens": ri[:, L.SWAPPED_TOKENS].copy(),
+        "recomputed_tokens": ri[:, L.RECOMPUTED_TOKENS].copy(),
+        "finished": ri[:, L.STATUS] == L.ST_FINISHED,
+        "rejected": ri[:, L.STATUS] == L.ST_REJECTED,
+    }
