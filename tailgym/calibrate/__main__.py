@@ -1,0 +1,3 @@
+from tailgym.calibrate.cli import cli
+
+raise SystemExit(cli())
