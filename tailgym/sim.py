@@ -8,10 +8,11 @@ from . import hardware
 from .engine import EngineConfig, EngineError, EngineState, run
 from .engine import layout as L
 from .metrics import Report
-from .policies import get_policy
+from .policies import get_policy, resolve
 from .workload import Workload, WorkloadError, load_workload
 
 SWAP_SPACE_GIB = 4.0  # vLLM v0 default swap space per GPU
+POLICY_STREAM = 7    # random stream of the policy's pre-drawn numbers (predictions, scores)
 
 
 def build_engine(model: str = "llama3-8b", gpu: str = "h100-80gb", *, tp: int = 1,
@@ -124,13 +125,15 @@ def simulate(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
     ``long_prefill_token_threshold``, ``enable_chunked_prefill``, ``watermark``,
     ``max_model_len``, ``check``.
     """
-    spec = get_policy(policy)
-    params = spec.param_array(policy_args)
+    get_policy(policy)  # unknown names fail before any work
     wl = load_workload(workload, data_dir=data_dir, seed=seed, columns=columns)
     config, steps = build_engine(model, gpu, **knobs)
+    spec, policy_knobs, params = resolve(policy, policy_args, steps.coef(), config.max_num_seqs)
     wl, rate_info = apply_rate(wl, config, steps.coef(), rate=rate, rate_scale=rate_scale, load=load)
     refused, rejected = admission_check(wl, config, on_unfit)
-    state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused)
+    hint = spec.hint(wl.output_tokens, policy_knobs, np.random.default_rng([seed, POLICY_STREAM]))
+    state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused,
+                        hint=hint, pstate=spec.pstate(policy_knobs))
     start = time.perf_counter()
     log = run(state, config, steps.coef(), spec, params, progress=progress,
               record_steps=record_steps)
@@ -141,7 +144,7 @@ def simulate(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
     return Report(
         requests=request_table(state),
         rejected=rejected,
-        config={"workload": wl.name, "policy": policy, "policy_args": dict(policy_args or {}),
+        config={"workload": wl.name, "policy": policy, "policy_args": policy_knobs,
                 "model": model, "gpu": gpu, "seed": seed, "step_model": steps.name,
                 **rate_info, **asdict(config)},
         steps=int(state.s[L.S_STEPS]),
@@ -165,7 +168,7 @@ def request_table(state: EngineState) -> dict[str, np.ndarray]:
     return {
         "arrival": rf[:, L.ARRIVAL].copy(),
         "prompt_tokens": ri[:, L.PROMPT].copy(),
-        "output_tokens": ri[:, L.OUTPUT].copy(),
+        "output_tokens": state.target.copy(),
         "first_scheduled": rf[:, L.FIRST_SCHED].copy(),
         "first_token": rf[:, L.FIRST_TOKEN].copy(),
         "completion": rf[:, L.DONE].copy(),

@@ -2,10 +2,11 @@
 from numba import njit
 
 from .heap import heap_push
-from .layout import (BLOCKS, C_PREEMPT_MODE, COMPUTED, HOST_BLOCKS, N_PREEMPT,
-                     N_SWAP, PM_SWAP, Q_SWAPPED, Q_WAITING, RECOMPUTED_TOKENS, S_FREE_BLOCKS,
-                     S_FREE_HOST, S_N_SWAPPED, S_N_WAITING, S_PREEMPT_RECOMPUTE, S_PREEMPT_SWAP,
-                     S_PREEMPTED_NOW, S_SWAP_BLOCKS, ST_SWAPPED, ST_WAITING, STATUS, SWAPPED_TOKENS)
+from .layout import (BLOCKS, C_COST_AWARE, C_PREEMPT_MODE, CF_SWAP_S_PER_BLOCK,
+                     COMPUTED, HOST_BLOCKS, N_PREEMPT, N_SWAP, PM_SWAP, Q_SWAPPED, Q_WAITING,
+                     RECOMPUTED_TOKENS, S_FREE_BLOCKS, S_FREE_HOST, S_N_SWAPPED, S_N_WAITING,
+                     S_PREEMPT_RECOMPUTE, S_PREEMPT_SWAP, S_PREEMPTED_NOW, S_SWAP_BLOCKS,
+                     ST_SWAPPED, ST_WAITING, STATUS, SWAPPED_TOKENS)
 
 
 @njit(cache=True, inline="always")
@@ -21,15 +22,37 @@ def extra_blocks(ri, i, n_new, block_size):
 
 
 @njit(cache=True)
-def preempt(i, rf, ri, queues, s, cfg_i):
-    """Evict running request ``i``: swap its KV to host memory if configured and there is
-    room, else drop it for recompute. The caller removes ``i`` from the running list."""
+def recompute_seconds(coef, tokens):
+    """Marginal step time of prefilling ``tokens`` again (constant term excluded)."""
+    c = float(tokens)
+    compute = coef[0, 1] * c + coef[0, 3] * c + coef[0, 4] * 0.5 * c * c
+    memory = coef[1, 1] * c + coef[1, 3] * c + coef[1, 4] * 0.5 * c * c
+    return max(compute, memory)
+
+
+@njit(cache=True)
+def should_swap(ri, i, s, cfg_i, cfg_f, coef):
+    """Swap (rather than recompute) when in swap mode with host room; a cost-aware policy
+    swaps only when moving the blocks out and back is cheaper than recomputing them."""
+    held = ri[i, BLOCKS]
+    if cfg_i[C_PREEMPT_MODE] != PM_SWAP or held > s[S_FREE_HOST]:
+        return False
+    if cfg_i[C_COST_AWARE] == 0:
+        return True
+    return 2.0 * held * cfg_f[CF_SWAP_S_PER_BLOCK] < recompute_seconds(coef, ri[i, COMPUTED])
+
+
+@njit(cache=True)
+def preempt(i, rf, ri, queues, s, cfg_i, cfg_f, coef):
+    """Evict running request ``i`` by swap or recompute (``should_swap``). The caller removes
+    ``i`` from the running list."""
+    swap = should_swap(ri, i, s, cfg_i, cfg_f, coef)
     held = ri[i, BLOCKS]
     s[S_FREE_BLOCKS] += held
     ri[i, BLOCKS] = 0
     ri[i, N_PREEMPT] += 1
     s[S_PREEMPTED_NOW] = 1
-    if cfg_i[C_PREEMPT_MODE] == PM_SWAP and held <= s[S_FREE_HOST]:
+    if swap:
         s[S_FREE_HOST] -= held
         ri[i, HOST_BLOCKS] = held
         ri[i, N_SWAP] += 1

@@ -4,6 +4,11 @@ The numba engine works on plain numpy arrays so the whole state can be pickled, 
 and stepped from Python (gymnasium envs) or numba (fast path) alike:
 
 * ``rf`` float64 ``(N, RF_COLS)`` and ``ri`` int64 ``(N, RI_COLS)``: one row per request.
+* ``target`` int64 ``(N,)``: true output lengths. Only the engine reads it (to stop a request);
+  policies never receive it. ``hint`` float64 ``(N,)`` is what a policy may know about output
+  lengths: the truth for oracle policies, a noisy prediction or rank score for predictive ones,
+  nan for prediction-free ones (built in ``tailgym.policies.registry``).
+* ``pstate`` float64: the policy's online statistics (``tailgym.policies.online``).
 * ``queues`` int64 ``(3, N)``: the waiting heap, the swapped heap and the running list.
 * ``batch`` int64 ``(2, N)``: request index and new tokens of each request scheduled this step.
 * ``s`` int64 ``(S_COLS,)`` and ``t`` float64 ``(T_COLS,)``: engine scalars (counters, clock).
@@ -27,7 +32,7 @@ RF_COLS = 10
 
 # --- per-request int columns (ri) ---
 PROMPT = 0         # prompt tokens
-OUTPUT = 1         # true output tokens: read only by the engine and oracle policies
+GUARD = 1          # MemGuard: not evictable before GENERATED reaches this
 STATUS = 2         # one of the ST_* codes below
 COMPUTED = 3       # tokens whose KV is in the GPU cache
 GENERATED = 4      # output tokens produced so far
@@ -37,7 +42,8 @@ N_PREEMPT = 7      # times preempted (recompute or swap)
 N_SWAP = 8         # times swapped out
 SWAPPED_TOKENS = 9     # tokens whose KV was swapped out (summed over swaps)
 RECOMPUTED_TOKENS = 10 # tokens whose KV was dropped and must be recomputed
-RI_COLS = 11
+PRIO_CHANGES = 11      # times its priority changed after arrival
+RI_COLS = 12
 
 # --- request status codes ---
 ST_FUTURE = 0      # not arrived yet
@@ -67,12 +73,14 @@ S_ERROR = 10           # 0 = fine; see ERR_* codes
 S_BATCH = 11           # requests scheduled in the current step
 S_SWAP_BLOCKS = 12     # blocks moved over the host link in the current step
 S_PREEMPTED_NOW = 13   # 1 if the current step preempted someone
-S_COLS = 14
+S_GUARD_OVERRIDES = 14 # evictions that had to ignore MemGuard to avoid a stall
+S_COLS = 15
 
 # --- float scalars (t) ---
 T_NOW = 0
 T_BUSY = 1             # total time spent in engine steps
-T_COLS = 2
+T_NEXT_REFRESH = 2     # clock of the policy's next refresh
+T_COLS = 3
 
 # --- int config (cfg_i) ---
 C_BUDGET = 0           # max_num_batched_tokens
@@ -88,11 +96,19 @@ C_POLICY = 9           # policy id (tailgym.policies)
 C_CHECK = 10           # 1 = verify block conservation every step (slow, for tests)
 C_VICTIM = 11          # victim rule (V_* below)
 C_REPRIORITIZE = 12    # 1 = re-evaluate a request's priority after each step it runs
-CI_COLS = 13
+C_MODE = 13            # scheduler: MODE_* below
+C_GUARD_K = 14         # MemGuard quantum in tokens (0 = no minimum-run protection)
+C_COST_AWARE = 15      # 1 = pick swap or recompute per victim by cost (swap mode only)
+CI_COLS = 16
+
+MODE_VLLM = 0          # vLLM: running first in admission order, waiting by priority, HOL blocking
+MODE_PREEMPTIVE = 1    # one priority order over running, swapped and waiting requests
 
 # --- float config (cfg_f) ---
 CF_SWAP_S_PER_BLOCK = 0  # seconds to move one block over the host link
-CF_COLS = 1
+CF_DELTA = 1             # hysteresis: a victim's priority must be worse by more than this
+CF_REFRESH_S = 2         # period of the policy's refresh (online statistics), 0 = never
+CF_COLS = 3
 
 PM_RECOMPUTE = 0
 PM_SWAP = 1

@@ -19,19 +19,20 @@ def run(state: EngineState, config: EngineConfig, coef: np.ndarray, policy, para
 
     Returns the step log (``(steps, L_COLS)`` array, see ``layout.L_*``) if ``record_steps``.
     """
-    cfg_i, cfg_f = config.arrays(policy)
+    cfg_i, cfg_f = config.arrays(policy, params)
     coef = np.ascontiguousarray(coef, dtype=np.float64)
     logs = []
     n_done_target = state.n_requests - int((state.ri[:, L.STATUS] == L.ST_REJECTED).sum())
-    bar = tqdm(total=n_done_target, unit="req", desc="simulating", disable=not progress, delay=0.5,
-               leave=False)
+    bar = tqdm(total=n_done_target, unit="req", desc="simulating", disable=not progress,
+               delay=0.5, leave=False)
     steps_left = max_steps if max_steps is not None else np.iinfo(np.int64).max
     try:
         while steps_left > 0:
             chunk = int(min(CHUNK_STEPS, steps_left))
             log = np.zeros((chunk if record_steps else 0, L.L_COLS))
-            done = run_engine(state.rf, state.ri, state.queues, state.batch, state.s, state.t,
-                              cfg_i, cfg_f, coef, params, log, chunk)
+            done = run_engine(state.rf, state.ri, state.target, state.hint, state.queues,
+                              state.batch, state.s, state.t, cfg_i, cfg_f, coef, params,
+                              state.pstate, log, chunk)
             steps_left -= done
             if record_steps:
                 logs.append(log[:done])

@@ -1,16 +1,27 @@
-"""Batch formation for one engine step, as vLLM's scheduler: running requests first (in list
-order), then swapped-out requests (swap-in), then waiting ones (strict head-of-line order),
-within the token budget, ``max_num_seqs`` and the free KV blocks.
+"""Batch formation for one engine step.
 
-Each pass appends ``(request, new tokens)`` to ``batch`` and returns the token budget left.
+Two schedulers (``cfg_i[C_MODE]``):
+
+* ``MODE_VLLM`` (vLLM v1): running requests first in list order (on KV shortage the policy's
+  victim is preempted), then swapped-out ones (swap-in, as v0), then waiting ones in priority
+  order with strict head-of-line blocking.
+* ``MODE_PREEMPTIVE`` (uniboost spec 3.5-3.6): one priority order over running, swapped and
+  waiting requests. A request that cannot get KV blocks or a seat (``max_num_seqs``) may evict
+  running requests of lower priority, from the lowest up, if each is worse by more than the
+  hysteresis ``delta`` and past its MemGuard guard, and only if together they cover the need;
+  otherwise a running request pauses this step (keeping its KV) and a queue's head blocks
+  that queue for this step.
+
+Each pass appends ``(request, new tokens)`` to ``batch``.
 """
 from numba import njit
 
 from .heap import before, heap_pop
 from .kv import blocks_for, extra_blocks, preempt
-from .layout import (BLOCKS, C_BLOCK_SIZE, C_CHUNKED, C_LONG_PREFILL, C_MAX_SEQS, C_VICTIM,
-                     C_WATERMARK, COMPUTED, FIRST_SCHED, GENERATED, HOST_BLOCKS, PROMPT,
-                     Q_RUNNING, Q_SWAPPED, Q_WAITING, S_BATCH, S_FREE_BLOCKS, S_FREE_HOST,
+from .layout import (BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GUARD_K, C_LONG_PREFILL,
+                     C_MAX_SEQS, C_VICTIM, C_WATERMARK, CF_DELTA, COMPUTED, FIRST_SCHED,
+                     GENERATED, GUARD, HOST_BLOCKS, PRIO, PROMPT, Q_RUNNING, Q_SWAPPED,
+                     Q_WAITING, S_BATCH, S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES,
                      S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_SWAP_BLOCKS, ST_RUNNING, STATUS,
                      V_LAST)
 
@@ -27,7 +38,7 @@ def tokens_to_compute(ri, i, cfg_i):
 
 @njit(cache=True)
 def victim_position(rf, running, n_running, rule):
-    """Position in the running list of the request to evict."""
+    """Position in the running list of the request to evict (vLLM mode)."""
     if rule == V_LAST:
         return n_running - 1
     worst = 0  # V_LOWEST_PRIORITY: served last under the (priority, arrival, index) order
@@ -67,7 +78,52 @@ def drop_from_batch(batch, s, i):
 
 
 @njit(cache=True)
-def schedule_running(rf, ri, queues, batch, s, cfg_i, budget):
+def evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef):
+    running = queues[Q_RUNNING]
+    victim = running[pos]
+    remove_at(running, s[S_N_RUNNING], pos)
+    s[S_N_RUNNING] -= 1
+    preempt(victim, rf, ri, queues, s, cfg_i, cfg_f, coef)
+    return victim
+
+
+@njit(cache=True)
+def start_running(rf, ri, queues, s, cfg_i, i, pos, now):
+    """Insert ``i`` at ``pos`` of the running list; set its first-scheduled time and its
+    MemGuard guard (the next threshold k, 2k, 4k, ... strictly above its generated tokens)."""
+    running = queues[Q_RUNNING]
+    for p in range(s[S_N_RUNNING], pos, -1):
+        running[p] = running[p - 1]
+    running[pos] = i
+    s[S_N_RUNNING] += 1
+    ri[i, STATUS] = ST_RUNNING
+    if rf[i, FIRST_SCHED] != rf[i, FIRST_SCHED]:  # nan: first time scheduled
+        rf[i, FIRST_SCHED] = now
+    guard = cfg_i[C_GUARD_K]
+    if guard > 0:
+        while guard <= ri[i, GENERATED]:
+            guard *= 2
+    ri[i, GUARD] = guard
+
+
+@njit(cache=True)
+def take_blocks(ri, s, i, blocks):
+    ri[i, BLOCKS] += blocks
+    s[S_FREE_BLOCKS] -= blocks
+
+
+@njit(cache=True)
+def swap_back(ri, s, i):
+    """Release ``i``'s host blocks (they travel back over the link this step)."""
+    s[S_SWAP_BLOCKS] += ri[i, HOST_BLOCKS]
+    s[S_FREE_HOST] += ri[i, HOST_BLOCKS]
+    ri[i, HOST_BLOCKS] = 0
+
+
+# ----------------------------------------------------------------------------- vLLM mode
+
+@njit(cache=True)
+def schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, budget):
     """Give each running request its next tokens; on KV shortage preempt victims until the
     allocation fits or the request itself is the victim (then stop the pass)."""
     running = queues[Q_RUNNING]
@@ -79,33 +135,19 @@ def schedule_running(rf, ri, queues, batch, s, cfg_i, budget):
         evicted_self = False
         while need > s[S_FREE_BLOCKS]:
             pos = victim_position(rf, running, s[S_N_RUNNING], cfg_i[C_VICTIM])
-            victim = running[pos]
-            remove_at(running, s[S_N_RUNNING], pos)
-            s[S_N_RUNNING] -= 1
             if pos < k:
                 k -= 1
-                budget += drop_from_batch(batch, s, victim)
-            preempt(victim, rf, ri, queues, s, cfg_i)
-            if victim == i:
+                budget += drop_from_batch(batch, s, running[pos])
+            if evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef) == i:
                 evicted_self = True
                 break
         if evicted_self:
             break
-        ri[i, BLOCKS] += need
-        s[S_FREE_BLOCKS] -= need
+        take_blocks(ri, s, i, need)
         add_to_batch(batch, s, i, n)
         budget -= n
         k += 1
     return budget
-
-
-@njit(cache=True)
-def _start_running(rf, ri, queues, s, i, now):
-    queues[Q_RUNNING, s[S_N_RUNNING]] = i
-    s[S_N_RUNNING] += 1
-    ri[i, STATUS] = ST_RUNNING
-    if rf[i, FIRST_SCHED] != rf[i, FIRST_SCHED]:  # nan: first time scheduled
-        rf[i, FIRST_SCHED] = now
 
 
 @njit(cache=True)
@@ -118,12 +160,9 @@ def schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now):
         if need + cfg_i[C_WATERMARK] > s[S_FREE_BLOCKS]:
             break
         heap_pop(queues[Q_SWAPPED], s, S_N_SWAPPED, rf)
-        s[S_SWAP_BLOCKS] += ri[i, HOST_BLOCKS]
-        s[S_FREE_HOST] += ri[i, HOST_BLOCKS]
-        ri[i, HOST_BLOCKS] = 0
-        ri[i, BLOCKS] = need
-        s[S_FREE_BLOCKS] -= need
-        _start_running(rf, ri, queues, s, i, now)
+        swap_back(ri, s, i)
+        take_blocks(ri, s, i, need)
+        start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
         add_to_batch(batch, s, i, n)
         budget -= n
     return budget
@@ -143,9 +182,129 @@ def schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, now):
         if need + cfg_i[C_WATERMARK] > s[S_FREE_BLOCKS]:
             break
         heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
-        ri[i, BLOCKS] += need
-        s[S_FREE_BLOCKS] -= need
-        _start_running(rf, ri, queues, s, i, now)
+        take_blocks(ri, s, i, need)
+        start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
         add_to_batch(batch, s, i, n)
         budget -= n
     return budget
+
+
+# ----------------------------------------------------------------------- preemptive mode
+
+@njit(cache=True)
+def sort_running(rf, running, n):
+    for a in range(1, n):
+        i = running[a]
+        b = a - 1
+        while b >= 0 and before(rf, i, running[b]):
+            running[b + 1] = running[b]
+            b -= 1
+        running[b + 1] = i
+
+
+@njit(cache=True, inline="always")
+def evictable(rf, ri, v, limit):
+    """``v`` may be evicted for a request of priority ``limit - delta``: worse by more than
+    the hysteresis margin and past its MemGuard guard."""
+    return rf[v, PRIO] > limit and ri[v, GENERATED] >= ri[v, GUARD]
+
+
+@njit(cache=True)
+def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, first, r, blocks, seats):
+    """Evict running requests at positions >= ``first`` (lowest priority first) to free
+    ``blocks`` blocks and ``seats`` seats for ``r``; all or nothing. True on success."""
+    running = queues[Q_RUNNING]
+    limit = rf[r, PRIO] + cfg_f[CF_DELTA]
+    freed = 0
+    count = 0
+    p = s[S_N_RUNNING] - 1
+    while p >= first and (freed < blocks or count < seats):
+        v = running[p]
+        if evictable(rf, ri, v, limit):
+            freed += ri[v, BLOCKS]
+            count += 1
+        p -= 1
+    if freed < blocks or count < seats:
+        return False
+    freed = 0
+    count = 0
+    p = s[S_N_RUNNING] - 1
+    while p >= first and (freed < blocks or count < seats):
+        v = running[p]
+        if evictable(rf, ri, v, limit):
+            freed += ri[v, BLOCKS]
+            count += 1
+            evict_at(p, rf, ri, queues, s, cfg_i, cfg_f, coef)
+        p -= 1
+    return True
+
+
+@njit(cache=True)
+def next_queued(rf, queues, s, waiting_open, swapped_open):
+    """The better head of the swapped and waiting heaps (-1 if none), and its queue."""
+    best, queue = -1, -1
+    if swapped_open and s[S_N_SWAPPED] > 0:
+        best, queue = queues[Q_SWAPPED, 0], Q_SWAPPED
+    if waiting_open and s[S_N_WAITING] > 0:
+        w = queues[Q_WAITING, 0]
+        if best < 0 or before(rf, w, best):
+            best, queue = w, Q_WAITING
+    return best, queue
+
+
+@njit(cache=True)
+def schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
+    running = queues[Q_RUNNING]
+    sort_running(rf, running, s[S_N_RUNNING])
+    bs = cfg_i[C_BLOCK_SIZE]
+    budget = cfg_i[C_BUDGET]
+    waiting_open = True
+    swapped_open = True
+    k = 0
+    while budget > 0:
+        cand, queue = next_queued(rf, queues, s, waiting_open, swapped_open)
+        if k < s[S_N_RUNNING] and (cand < 0 or before(rf, running[k], cand)):
+            i = running[k]
+            n = min(tokens_to_compute(ri, i, cfg_i), budget)
+            need = extra_blocks(ri, i, n, bs)
+            if need > s[S_FREE_BLOCKS]:
+                make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, k + 1, i,
+                          need - s[S_FREE_BLOCKS], 0)
+            if need <= s[S_FREE_BLOCKS]:
+                take_blocks(ri, s, i, need)
+                add_to_batch(batch, s, i, n)
+                budget -= n
+            k += 1
+            continue
+        if cand < 0:
+            break
+        n = tokens_to_compute(ri, cand, cfg_i)
+        if n > budget and cfg_i[C_CHUNKED] == 0:
+            n = 0
+        n = min(n, budget)
+        need = blocks_for(ri[cand, COMPUTED] + n, bs) - ri[cand, BLOCKS]
+        short = need + cfg_i[C_WATERMARK] - s[S_FREE_BLOCKS]
+        seats = 1 if s[S_N_RUNNING] >= cfg_i[C_MAX_SEQS] else 0
+        if n == 0 or ((short > 0 or seats > 0) and not make_room(
+                rf, ri, queues, s, cfg_i, cfg_f, coef, k, cand, max(short, 0), seats)):
+            if queue == Q_WAITING:
+                waiting_open = False
+            else:
+                swapped_open = False
+            continue
+        heap_pop(queues[queue], s, S_N_WAITING if queue == Q_WAITING else S_N_SWAPPED, rf)
+        if queue == Q_SWAPPED:
+            swap_back(ri, s, cand)
+        take_blocks(ri, s, cand, need)
+        start_running(rf, ri, queues, s, cfg_i, cand, k, now)
+        add_to_batch(batch, s, cand, n)
+        budget -= n
+        k += 1
+
+
+@njit(cache=True)
+def break_stall(rf, ri, queues, s, cfg_i, cfg_f, coef):
+    """Nothing could run although requests hold KV: evict the lowest-priority running
+    request regardless of its guard (counted in ``S_GUARD_OVERRIDES``)."""
+    evict_at(s[S_N_RUNNING] - 1, rf, ri, queues, s, cfg_i, cfg_f, coef)
+    s[S_GUARD_OVERRIDES] += 1

@@ -44,8 +44,10 @@ class EngineConfig:
         if not self.swap_s_per_block >= 0:
             raise ValueError(f"swap_s_per_block must be >= 0, got {self.swap_s_per_block}")
 
-    def arrays(self, policy) -> tuple[np.ndarray, np.ndarray]:
-        """``cfg_i`` and ``cfg_f`` for the numba core, with the policy's id and victim rule."""
+    def arrays(self, policy, params=None) -> tuple[np.ndarray, np.ndarray]:
+        """``cfg_i`` and ``cfg_f`` for the numba core, with the policy's engine settings
+        (scheduler mode, victim rule, guard, hysteresis...) for knob values ``params``."""
+        run = policy.settings(policy.param_array() if params is None else params)
         cfg_i = np.zeros(L.CI_COLS, dtype=np.int64)
         cfg_i[L.C_BUDGET] = self.max_num_batched_tokens
         cfg_i[L.C_MAX_SEQS] = self.max_num_seqs
@@ -55,13 +57,18 @@ class EngineConfig:
         cfg_i[L.C_PREEMPT_MODE] = L.PM_SWAP if self.preemption_mode == "swap" else L.PM_RECOMPUTE
         cfg_i[L.C_LONG_PREFILL] = self.long_prefill_token_threshold
         cfg_i[L.C_CHUNKED] = int(self.enable_chunked_prefill)
-        cfg_i[L.C_WATERMARK] = self.watermark_blocks
+        cfg_i[L.C_WATERMARK] = self.watermark_blocks + int(np.ceil(run.reserve * self.num_gpu_blocks))
         cfg_i[L.C_POLICY] = policy.pid
         cfg_i[L.C_CHECK] = int(self.check)
-        cfg_i[L.C_VICTIM] = policy.victim
-        cfg_i[L.C_REPRIORITIZE] = int(policy.reprioritize)
+        cfg_i[L.C_VICTIM] = run.victim
+        cfg_i[L.C_REPRIORITIZE] = int(run.reprioritize)
+        cfg_i[L.C_MODE] = run.mode
+        cfg_i[L.C_GUARD_K] = run.guard_k
+        cfg_i[L.C_COST_AWARE] = int(run.cost_aware)
         cfg_f = np.zeros(L.CF_COLS, dtype=np.float64)
         cfg_f[L.CF_SWAP_S_PER_BLOCK] = self.swap_s_per_block
+        cfg_f[L.CF_DELTA] = run.delta
+        cfg_f[L.CF_REFRESH_S] = run.refresh_s
         return cfg_i, cfg_f
 
     def blocks_for_request(self, prompt, output):
@@ -72,7 +79,8 @@ class EngineConfig:
 class EngineState:
     """Per-request tables, queues and scalars of one simulation (see ``layout``)."""
 
-    def __init__(self, arrival, prompt, output, config: EngineConfig, rejected=None):
+    def __init__(self, arrival, prompt, output, config: EngineConfig, rejected=None, hint=None,
+                 pstate=None):
         n = len(arrival)
         self.rf = np.zeros((n, L.RF_COLS))
         self.rf[:, L.ARRIVAL] = arrival
@@ -80,7 +88,9 @@ class EngineState:
             self.rf[:, col] = np.nan
         self.ri = np.zeros((n, L.RI_COLS), dtype=np.int64)
         self.ri[:, L.PROMPT] = prompt
-        self.ri[:, L.OUTPUT] = output
+        self.target = np.array(output, dtype=np.int64)
+        self.hint = np.full(n, np.nan) if hint is None else np.asarray(hint, dtype=np.float64)
+        self.pstate = np.zeros(1) if pstate is None else np.asarray(pstate, dtype=np.float64)
         if rejected is not None:
             self.ri[rejected, L.STATUS] = L.ST_REJECTED
         self.queues = np.zeros((3, max(n, 1)), dtype=np.int64)

@@ -2,31 +2,48 @@
 import numpy as np
 from numba import njit
 
-from ..policies.dispatch import priority
-from .heap import heap_push
-from .layout import (ARRIVAL, BLOCKS, C_BUDGET, C_CHECK, C_GPU_BLOCKS, C_HOST_BLOCKS, C_POLICY,
-                     C_REPRIORITIZE, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL,
-                     FIRST_TOKEN, GENERATED, HOST_BLOCKS, L_BATCH, L_CONTEXT, L_DECODE, L_DT,
-                     L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING, L_SWAP, L_WAITING, LAST_TOKEN,
-                     MAX_GAP, OUTPUT, PRIO, PROMPT, Q_RUNNING, Q_WAITING, S_BATCH, S_ERROR,
-                     S_FREE_BLOCKS, S_FREE_HOST, S_N_FINISHED, S_N_RUNNING, S_N_SWAPPED,
-                     S_N_WAITING, S_NEXT_ARRIVAL, S_PREEMPTED_NOW, S_STEPS, S_SWAP_BLOCKS,
-                     ST_FINISHED, ST_FUTURE, ST_WAITING, STATUS, SUM_GAP, T_BUSY, T_NOW)
-from .schedule import schedule_running, schedule_swapped, schedule_waiting
+from ..policies import dispatch
+from .heap import heap_push, heapify
+from .layout import (ARRIVAL, BLOCKS, C_BUDGET, C_CHECK, C_GPU_BLOCKS, C_HOST_BLOCKS, C_MODE,
+                     C_POLICY, C_REPRIORITIZE, CF_REFRESH_S, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE,
+                     ERR_BLOCKS, ERR_STALL, FIRST_TOKEN, GENERATED, HOST_BLOCKS, L_BATCH,
+                     L_CONTEXT, L_DECODE, L_DT, L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING,
+                     L_SWAP, L_WAITING, LAST_TOKEN, MAX_GAP, MODE_PREEMPTIVE, PRIO, PRIO_CHANGES,
+                     PROMPT,
+                     Q_RUNNING, Q_SWAPPED, Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS,
+                     S_FREE_HOST, S_N_FINISHED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING,
+                     S_NEXT_ARRIVAL, S_PREEMPTED_NOW, S_STEPS, S_SWAP_BLOCKS, ST_FINISHED,
+                     ST_FUTURE, ST_WAITING, STATUS, SUM_GAP, T_BUSY, T_NEXT_REFRESH, T_NOW)
+from .schedule import (break_stall, schedule_preemptive, schedule_running, schedule_swapped,
+                       schedule_waiting)
 
 
 @njit(cache=True)
-def admit_arrivals(rf, ri, queues, s, cfg_i, params, now):
+def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
     """Move every request that has arrived by ``now`` into the waiting heap."""
     n = rf.shape[0]
     k = s[S_NEXT_ARRIVAL]
+    pid = cfg_i[C_POLICY]
     while k < n and rf[k, ARRIVAL] <= now:
         if ri[k, STATUS] == ST_FUTURE:
             ri[k, STATUS] = ST_WAITING
-            rf[k, PRIO] = priority(cfg_i[C_POLICY], params, rf, ri, k, now)
+            dispatch.on_arrival(pid, params, pstate, rf[k, ARRIVAL])
+            rf[k, PRIO] = dispatch.priority(pid, params, pstate, hint, rf, ri, k, now)
             heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, k)
         k += 1
     s[S_NEXT_ARRIVAL] = k
+
+
+@njit(cache=True)
+def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
+    """Recompute every queued and running priority and restore the heaps."""
+    pid = cfg_i[C_POLICY]
+    for q, slot in ((Q_WAITING, S_N_WAITING), (Q_SWAPPED, S_N_SWAPPED), (Q_RUNNING, S_N_RUNNING)):
+        for p in range(s[slot]):
+            i = queues[q, p]
+            rf[i, PRIO] = dispatch.priority(pid, params, pstate, hint, rf, ri, i, now)
+    heapify(queues[Q_WAITING], s[S_N_WAITING], rf)
+    heapify(queues[Q_SWAPPED], s[S_N_SWAPPED], rf)
 
 
 @njit(cache=True)
@@ -63,9 +80,10 @@ def step_time(coef, x):
 
 
 @njit(cache=True)
-def emit_tokens(rf, ri, queues, batch, s, cfg_i, params, end):
+def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end):
     """Advance every scheduled request; sample a token where its KV caught up with its
     tokens; finish requests that reached their output length and free their blocks."""
+    pid = cfg_i[C_POLICY]
     reprioritize = cfg_i[C_REPRIORITIZE] == 1
     for b in range(s[S_BATCH]):
         i = batch[0, b]
@@ -81,15 +99,19 @@ def emit_tokens(rf, ri, queues, batch, s, cfg_i, params, end):
                 if gap > rf[i, MAX_GAP]:
                     rf[i, MAX_GAP] = gap
             rf[i, LAST_TOKEN] = end
-            if g == ri[i, OUTPUT]:
+            if g == target[i]:
                 ri[i, STATUS] = ST_FINISHED
                 rf[i, DONE] = end
                 s[S_FREE_BLOCKS] += ri[i, BLOCKS]
                 ri[i, BLOCKS] = 0
                 s[S_N_FINISHED] += 1
+                dispatch.on_finish(pid, params, pstate, rf, ri, i, g, end)
                 continue
         if reprioritize:
-            rf[i, PRIO] = priority(cfg_i[C_POLICY], params, rf, ri, i, end)
+            new = dispatch.priority(pid, params, pstate, hint, rf, ri, i, end)
+            if new != rf[i, PRIO]:
+                rf[i, PRIO] = new
+                ri[i, PRIO_CHANGES] += 1
     running = queues[Q_RUNNING]
     kept = 0
     for k in range(s[S_N_RUNNING]):
@@ -125,37 +147,57 @@ def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks):
     log[row, L_SWAP] = swap_blocks
 
 
+@njit(cache=True, inline='always')
+def form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
+    """Schedule one step. Returns False when the step must be re-planned at once (a
+    preemption left nothing to run)."""
+    s[S_BATCH] = 0
+    s[S_PREEMPTED_NOW] = 0
+    if cfg_i[C_MODE] == MODE_PREEMPTIVE:
+        schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now)
+        if s[S_BATCH] == 0 and s[S_N_RUNNING] > 0:
+            break_stall(rf, ri, queues, s, cfg_i, cfg_f, coef)
+            return False
+        return True
+    budget = schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, cfg_i[C_BUDGET])
+    if s[S_PREEMPTED_NOW] == 0:
+        budget = schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now)
+        if s[S_N_SWAPPED] == 0:
+            schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, now)
+    return not (s[S_BATCH] == 0 and s[S_PREEMPTED_NOW] == 1)
+
+
 @njit(cache=True)
-def run_engine(rf, ri, queues, batch, s, t, cfg_i, cfg_f, coef, params, log, max_steps):
+def run_engine(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate,
+               log, max_steps):
     """Run up to ``max_steps`` engine steps (or until every request is done, or an error);
     return the number of steps run. Fills ``log`` rows when it has any."""
     n_req = rf.shape[0]
     x = np.zeros(coef.shape[1])
+    refresh_s = cfg_f[CF_REFRESH_S]
     steps = 0
     while steps < max_steps:
-        admit_arrivals(rf, ri, queues, s, cfg_i, params, t[T_NOW])
+        now = t[T_NOW]
+        admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
         if s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] == 0:
             if s[S_NEXT_ARRIVAL] >= n_req:
                 break
             t[T_NOW] = rf[s[S_NEXT_ARRIVAL], ARRIVAL]  # idle: jump to the next arrival
             continue
-        s[S_BATCH] = 0
-        s[S_PREEMPTED_NOW] = 0
-        budget = schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_i[C_BUDGET])
-        if s[S_PREEMPTED_NOW] == 0:
-            budget = schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, t[T_NOW])
-            if s[S_N_SWAPPED] == 0:
-                schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, t[T_NOW])
+        if refresh_s > 0.0 and now >= t[T_NEXT_REFRESH]:
+            t[T_NEXT_REFRESH] = now + refresh_s
+            if dispatch.refresh(cfg_i[C_POLICY], params, pstate):
+                reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
+        if not form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
+            continue
         if s[S_BATCH] == 0:
-            if s[S_PREEMPTED_NOW] == 1:
-                continue  # the lone running request evicted itself; re-plan at once
             s[S_ERROR] = ERR_STALL
             break
         batch_features(ri, batch, s[S_BATCH], x)
         swap_blocks = s[S_SWAP_BLOCKS]
         dt = step_time(coef, x) + swap_blocks * cfg_f[CF_SWAP_S_PER_BLOCK]
-        end = t[T_NOW] + dt
-        emit_tokens(rf, ri, queues, batch, s, cfg_i, params, end)
+        end = now + dt
+        emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end)
         t[T_NOW] = end
         t[T_BUSY] += dt
         s[S_SWAP_BLOCKS] = 0

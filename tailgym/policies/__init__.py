@@ -1,4 +1,4 @@
-"""Scheduling policies: each a numba priority function plus a victim rule, selected by name."""
-from .registry import POLICIES, PolicySpec, get_policy
+"""Scheduling policies: each a numba priority function plus engine settings, by name."""
+from .registry import POLICIES, EngineSettings, PolicySpec, get_policy, resolve
 
-__all__ = ["POLICIES", "PolicySpec", "get_policy"]
+__all__ = ["POLICIES", "EngineSettings", "PolicySpec", "get_policy", "resolve"]

@@ -1,17 +1,73 @@
-"""The engine's single entry point into the policies: priority by policy id.
+"""The engine's single entry point into the policies, by policy id.
 
-To add a policy: write ``tailgym/policies/<name>.py`` with an ``@njit`` ``priority(rf, ri, i,
-now, params)`` (lower = served first), add a branch here, and register it in ``registry.py``.
+``priority`` gives a request's priority (lower = served first). ``on_arrival`` and
+``on_finish`` feed the online statistics; ``refresh`` runs every ``refresh_s`` of simulated
+time and returns True when every priority must be recomputed (e.g. gamma changed).
+To add a policy: write its ``@njit`` function in its own module, give it an id and a branch
+here, and register it in ``registry.py``. The true output length never reaches these
+functions; ``hint`` carries what the policy is allowed to know (see ``registry``).
 """
 from numba import njit
 
-from . import fcfs
+from ..engine.layout import ARRIVAL, PROMPT
+from . import fcfs, online
+from .attained import las_priority, mlfq_priority
+from .boost import job_work
+from .ltr import ltr_priority
+from .sizes import sjf_priority, srpt_priority
+from .uniboost import (ALPHA_D, ALPHA_P, build_table, gamma_boost_priority, refresh_gamma,
+                       uniboost_dist_priority, uniboost_priority)
 
-FCFS = 0
+(FCFS, SJF_ORACLE, SRPT_ORACLE, SRPT_PREDICTED, LTR, LAS, MLFQ, GAMMA_BOOST_ORACLE, UNIBOOST,
+ UNIBOOST_DIST) = range(10)
+GAMMA_POLICIES = (GAMMA_BOOST_ORACLE, UNIBOOST, UNIBOOST_DIST)
 
 
 @njit(cache=True)
-def priority(pid, params, rf, ri, i, now):
+def priority(pid, params, pstate, hint, rf, ri, i, now):
     if pid == FCFS:
         return fcfs.priority(rf, ri, i, now, params)
+    if pid == SJF_ORACLE:
+        return sjf_priority(params, hint, ri, i)
+    if pid == SRPT_ORACLE or pid == SRPT_PREDICTED:
+        return srpt_priority(params, hint, ri, i)
+    if pid == LTR:
+        return ltr_priority(params, hint, rf, ri, i, now)
+    if pid == LAS:
+        return las_priority(params, ri, i)
+    if pid == MLFQ:
+        return mlfq_priority(params, ri, i)
+    if pid == GAMMA_BOOST_ORACLE:
+        return gamma_boost_priority(params, pstate, hint, rf, ri, i)
+    if pid == UNIBOOST:
+        return uniboost_priority(params, pstate, rf, ri, i)
+    if pid == UNIBOOST_DIST:
+        return uniboost_dist_priority(params, pstate, rf, ri, i)
     raise ValueError("unknown policy id")
+
+
+@njit(cache=True)
+def on_arrival(pid, params, pstate, now):
+    if pid in GAMMA_POLICIES:
+        online.record_arrival(pstate, now)
+
+
+@njit(cache=True)
+def on_finish(pid, params, pstate, rf, ri, i, output_tokens, now):
+    """Record a completed request (its output length is known once it has finished)."""
+    if pid in GAMMA_POLICIES:
+        work = job_work(params[ALPHA_P], params[ALPHA_D], ri[i, PROMPT], output_tokens)
+        online.record_completion(pstate, work, output_tokens, now - rf[i, ARRIVAL])
+
+
+@njit(cache=True)
+def refresh(pid, params, pstate):
+    if pid == LTR:
+        return True  # starvation promotions depend on waiting time
+    if pid not in GAMMA_POLICIES:
+        return False
+    changed = refresh_gamma(params, pstate)
+    if pid == UNIBOOST_DIST:
+        build_table(params, pstate)
+        return True
+    return changed

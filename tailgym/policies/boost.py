@@ -1,0 +1,23 @@
+"""The gamma-Boost function and the work units shared by the size-based policies.
+
+``b_gamma(w) = (1/gamma) ln(1 / (1 - exp(-gamma w)))`` (Yu & Scully): a job of ``w`` seconds
+of work is treated as if it had arrived ``b_gamma(w)`` earlier. Work is measured in seconds:
+``alpha_p`` per prompt token, ``alpha_d`` per output token (from the step-time model).
+"""
+import numpy as np
+from numba import njit
+
+MAX_BOOST = 1e9
+
+
+@njit(cache=True)
+def b_gamma(gamma, work):
+    if work <= 0.0:
+        return MAX_BOOST
+    return -np.log(-np.expm1(-gamma * work)) / gamma
+
+
+@njit(cache=True)
+def job_work(alpha_p, alpha_d, prompt, output):
+    """Seconds of server work of a job with ``prompt`` and ``output`` tokens."""
+    return alpha_p * prompt + alpha_d * output

@@ -1,0 +1,117 @@
+"""Online statistics a prediction-free policy may use, kept in the ``pstate`` array.
+
+Everything here is observable in a real engine: arrival times, and for completed requests
+their prompt and output lengths and their response times. Ring buffers hold the most
+recent ``WINDOW`` of each. ``gamma`` estimators (uniboost spec sections 2.4-2.5, 1.3):
+
+* ``lundberg_gamma``: the Cramer-Lundberg root of ``gamma = lambda (E[exp(gamma S)] - 1)`` for
+  the empirical size distribution of recent completions and the measured arrival rate;
+  overload (rho >= 1) has no root and returns ``gamma_min`` (the SJF side).
+* ``ada_target``: the SGLang port's gamma-Ada rule ``gamma_max / (1 + 4 max(t99/t95 - 1, 0))``
+  on recent end-to-end latencies (heavy tail -> smaller gamma, more SJF).
+"""
+import numpy as np
+from numba import njit
+
+WINDOW = 2000          # completions (and arrivals) remembered
+RATE_WINDOW = 500      # arrivals used for the rate estimate
+MIN_SAMPLES = 200      # completions needed before estimating gamma
+GRID = 24              # uniboost-dist table points: d = 0, k, 2k, 4k, ...
+
+G_GAMMA = 0            # current gamma, 1/s
+G_N_ARRIVALS = 1
+G_N_DONE = 2
+G_TABLE_READY = 3      # 1 once the uniboost-dist table holds data
+HEADER = 8
+ARRIVALS = HEADER                  # ring of arrival times
+SIZES = ARRIVALS + WINDOW          # ring of completed requests' work, s
+DECODES = SIZES + WINDOW           # ring of completed requests' output tokens
+LATENCIES = DECODES + WINDOW       # ring of completed requests' TTLT, s
+TABLE = LATENCIES + WINDOW         # uniboost-dist: ln M(d) on the grid
+PSTATE_SIZE = TABLE + GRID
+
+
+def new_pstate(gamma: float) -> np.ndarray:
+    p = np.zeros(PSTATE_SIZE)
+    p[G_GAMMA] = gamma
+    return p
+
+
+@njit(cache=True)
+def record_arrival(pstate, now):
+    n = int(pstate[G_N_ARRIVALS])
+    pstate[ARRIVALS + n % WINDOW] = now
+    pstate[G_N_ARRIVALS] = n + 1
+
+
+@njit(cache=True)
+def record_completion(pstate, work_s, output_tokens, ttlt):
+    n = int(pstate[G_N_DONE])
+    pstate[SIZES + n % WINDOW] = work_s
+    pstate[DECODES + n % WINDOW] = output_tokens
+    pstate[LATENCIES + n % WINDOW] = ttlt
+    pstate[G_N_DONE] = n + 1
+
+
+@njit(cache=True)
+def ring(pstate, start, count):
+    """The filled part of a ring buffer (unordered)."""
+    return pstate[start:start + min(count, WINDOW)]
+
+
+@njit(cache=True)
+def arrival_rate(pstate):
+    """Arrivals per second over the last ``RATE_WINDOW`` arrivals (0 if fewer than 2)."""
+    n = int(pstate[G_N_ARRIVALS])
+    m = min(n, RATE_WINDOW)
+    if m < 2:
+        return 0.0
+    newest = pstate[ARRIVALS + (n - 1) % WINDOW]
+    oldest = pstate[ARRIVALS + (n - m) % WINDOW]
+    return (m - 1) / (newest - oldest) if newest > oldest else 0.0
+
+
+@njit(cache=True)
+def _log_mean_exp(theta, sizes):
+    top = theta * sizes.max()
+    acc = 0.0
+    for s in sizes:
+        acc += np.exp(theta * s - top)
+    return top + np.log(acc / sizes.size)
+
+
+@njit(cache=True)
+def lundberg_gamma(sizes, lam, gamma_min):
+    """Positive root of ``lam (E[exp(g S)] - 1) = g`` by bisection in log g; ``gamma_min``
+    when the load ``lam E[S]`` is 1 or more (no root)."""
+    m1 = sizes.mean()
+    rho = lam * m1
+    if rho >= 0.999 or lam <= 0.0 or m1 <= 0.0:
+        return gamma_min
+    hi = 2.0 * (1.0 - rho) / (lam * (sizes * sizes).mean())
+    lo = 1e-6 * hi
+    for _ in range(60):
+        mid = np.sqrt(lo * hi)
+        f = lam * (np.expm1(_log_mean_exp(mid, sizes))) - mid
+        if f < 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return np.sqrt(lo * hi)
+
+
+@njit(cache=True)
+def ada_target(latencies, gamma_max):
+    t95 = np.percentile(latencies, 95.0)
+    t99 = np.percentile(latencies, 99.0)
+    excess = t99 / t95 - 1.0 if t95 > 0.0 else 0.0
+    return gamma_max / (1.0 + 4.0 * max(excess, 0.0))
+
+
+@njit(cache=True)
+def smooth_gamma(old, target, beta, gamma_min, gamma_max):
+    """EMA in log gamma, at most x2 or /2 per update, clamped to [gamma_min, gamma_max]."""
+    target = min(max(target, gamma_min), gamma_max)
+    step = beta * (np.log(target) - np.log(old))
+    step = min(max(step, -np.log(2.0)), np.log(2.0))
+    return min(max(old * np.exp(step), gamma_min), gamma_max)
