@@ -16,9 +16,12 @@ def blocks_for(tokens, block_size):
 
 @njit(cache=True, inline="always")
 def extra_blocks(ri, i, n_new, block_size):
-    """Blocks request ``i`` must allocate to hold ``n_new`` more computed tokens."""
-    need = blocks_for(ri[i, COMPUTED] + n_new, block_size) - ri[i, BLOCKS]
-    return need if need > 0 else 0
+    """Blocks request ``i`` must allocate to hold ``n_new`` more computed tokens (no division
+    on the hot decode path: only tokens beyond the free slots of its blocks need new ones)."""
+    slack = ri[i, BLOCKS] * block_size - ri[i, COMPUTED]
+    if n_new <= slack:
+        return 0
+    return blocks_for(n_new - slack, block_size)
 
 
 @njit(cache=True)

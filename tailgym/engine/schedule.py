@@ -54,7 +54,7 @@ def remove_at(arr, n, pos):
         arr[p] = arr[p + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_to_batch(batch, s, i, n):
     b = s[S_BATCH]
     batch[0, b] = i
@@ -87,7 +87,7 @@ def evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef):
     return victim
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def start_running(rf, ri, queues, s, cfg_i, i, pos, now):
     """Insert ``i`` at ``pos`` of the running list; set its first-scheduled time and its
     MemGuard guard (the next threshold k, 2k, 4k, ... strictly above its generated tokens)."""
@@ -106,7 +106,7 @@ def start_running(rf, ri, queues, s, cfg_i, i, pos, now):
     ri[i, GUARD] = guard
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def take_blocks(ri, s, i, blocks):
     ri[i, BLOCKS] += blocks
     s[S_FREE_BLOCKS] -= blocks
@@ -122,22 +122,21 @@ def swap_back(ri, s, i):
 
 # ----------------------------------------------------------------------------- vLLM mode
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, budget):
     """Give each running request its next tokens; on KV shortage preempt victims until the
     allocation fits or the request itself is the victim (then stop the pass)."""
-    running = queues[Q_RUNNING]
     k = 0
     while k < s[S_N_RUNNING] and budget > 0:
-        i = running[k]
+        i = queues[Q_RUNNING, k]
         n = min(tokens_to_compute(ri, i, cfg_i), budget)
         need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
         evicted_self = False
         while need > s[S_FREE_BLOCKS]:
-            pos = victim_position(rf, running, s[S_N_RUNNING], cfg_i[C_VICTIM])
+            pos = victim_position(rf, queues[Q_RUNNING], s[S_N_RUNNING], cfg_i[C_VICTIM])
             if pos < k:
                 k -= 1
-                budget += drop_from_batch(batch, s, running[pos])
+                budget += drop_from_batch(batch, s, queues[Q_RUNNING, pos])
             if evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef) == i:
                 evicted_self = True
                 break
@@ -150,7 +149,7 @@ def schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, budget):
     return budget
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now):
     """Swap requests back in (priority order) before any new admission, as vLLM v0."""
     while s[S_N_SWAPPED] > 0 and budget > 0 and s[S_N_RUNNING] < cfg_i[C_MAX_SEQS]:
@@ -168,7 +167,7 @@ def schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now):
     return budget
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, now):
     """Admit waiting requests in priority order with strict head-of-line blocking."""
     while s[S_N_WAITING] > 0 and budget > 0 and s[S_N_RUNNING] < cfg_i[C_MAX_SEQS]:

@@ -18,7 +18,7 @@ from .schedule import (break_stall, schedule_preemptive, schedule_running, sched
                        schedule_waiting)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
     """Move every request that has arrived by ``now`` into the waiting heap."""
     n = rf.shape[0]
@@ -46,7 +46,7 @@ def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
     heapify(queues[Q_SWAPPED], s[S_N_SWAPPED], rf)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def batch_features(ri, batch, nb, x):
     """Fill ``x`` with the step-time features of the batch: const, prefill tokens, decode
     sequences, context tokens read, prefill attention (causal query-key pairs)."""
@@ -68,7 +68,7 @@ def batch_features(ri, batch, nb, x):
             x[4] += n * (c + 0.5 * n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def step_time(coef, x):
     """Roofline form: the larger of the compute and memory times of the batch."""
     compute = 0.0
@@ -79,12 +79,13 @@ def step_time(coef, x):
     return max(compute, memory)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end):
     """Advance every scheduled request; sample a token where its KV caught up with its
     tokens; finish requests that reached their output length and free their blocks."""
     pid = cfg_i[C_POLICY]
     reprioritize = cfg_i[C_REPRIORITIZE] == 1
+    finished = 0
     for b in range(s[S_BATCH]):
         i = batch[0, b]
         ri[i, COMPUTED] += batch[1, b]
@@ -104,7 +105,7 @@ def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, e
                 rf[i, DONE] = end
                 s[S_FREE_BLOCKS] += ri[i, BLOCKS]
                 ri[i, BLOCKS] = 0
-                s[S_N_FINISHED] += 1
+                finished += 1
                 dispatch.on_finish(pid, params, pstate, rf, ri, i, g, end)
                 continue
         if reprioritize:
@@ -112,6 +113,9 @@ def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, e
             if new != rf[i, PRIO]:
                 rf[i, PRIO] = new
                 ri[i, PRIO_CHANGES] += 1
+    if finished == 0:
+        return
+    s[S_N_FINISHED] += finished
     running = queues[Q_RUNNING]
     kept = 0
     for k in range(s[S_N_RUNNING]):
@@ -147,7 +151,7 @@ def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks):
     log[row, L_SWAP] = swap_blocks
 
 
-@njit(cache=True, inline='always')
+@njit(cache=True, inline="always")
 def form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
     """Schedule one step. Returns False when the step must be re-planned at once (a
     preemption left nothing to run)."""
@@ -161,8 +165,9 @@ def form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
         return True
     budget = schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, cfg_i[C_BUDGET])
     if s[S_PREEMPTED_NOW] == 0:
-        budget = schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now)
-        if s[S_N_SWAPPED] == 0:
+        if s[S_N_SWAPPED] > 0:
+            budget = schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now)
+        if s[S_N_SWAPPED] == 0 and s[S_N_WAITING] > 0:
             schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, now)
     return not (s[S_BATCH] == 0 and s[S_PREEMPTED_NOW] == 1)
 
@@ -178,7 +183,9 @@ def run_engine(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, pa
     steps = 0
     while steps < max_steps:
         now = t[T_NOW]
-        admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
+        nxt = s[S_NEXT_ARRIVAL]
+        if nxt < n_req and rf[nxt, ARRIVAL] <= now:
+            admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
         if s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] == 0:
             if s[S_NEXT_ARRIVAL] >= n_req:
                 break
