@@ -6,7 +6,9 @@ import sys
 from . import __version__
 
 
-def _key_values(items: list[str], what: str) -> dict[str, float]:
+def _key_values(items: list[str], what: str, numbers: bool = True) -> dict:
+    """``key=value`` options; values are numbers, or (``numbers=False``) numbers where they
+    parse and words otherwise (e.g. ``gamma_mode=ada``)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -15,7 +17,9 @@ def _key_values(items: list[str], what: str) -> dict[str, float]:
         try:
             out[key] = float(value)
         except ValueError:
-            raise SystemExit(f"tailgym: {what} {key!r} needs a number, got {value!r}") from None
+            if numbers:
+                raise SystemExit(f"tailgym: {what} {key!r} needs a number, got {value!r}") from None
+            out[key] = value
     return out
 
 
@@ -55,7 +59,7 @@ def cmd_run(args) -> int:
     report = simulate(
         args.workload, args.policy, model=args.model, gpu=args.gpu, seed=args.seed,
         rate=args.rate, rate_scale=args.rate_scale, load=args.load,
-        policy_args=_key_values(args.policy_arg, "--policy-arg"),
+        policy_args=_key_values(args.policy_arg, "--policy-arg", numbers=False),
         warmup_s=args.warmup, slo=_key_values(args.slo, "--slo"), on_unfit=args.on_unfit,
         progress=not args.quiet, columns=parse_columns(args.columns) if args.columns else None,
         **engine_knobs(args))
@@ -86,6 +90,18 @@ def cmd_data(args) -> int:
         return 0
     for name in args.names:
         print(data_path(name))
+    return 0
+
+
+def cmd_policies(args) -> int:
+    from .policies import POLICIES
+    for name, spec in POLICIES.items():
+        if args.names and name not in args.names:
+            continue
+        print(f"{name}  (reads: {', '.join(spec.signals)}; output lengths: {spec.knowledge})")
+        for knob, default in spec.params.items():
+            shown = "auto" if isinstance(default, float) and default != default else default
+            print(f"    {knob} = {shown}: {spec.knob_docs.get(knob, '')}")
     return 0
 
 
@@ -122,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=("list", "fetch"))
     data.add_argument("names", nargs="*")
     data.set_defaults(func=cmd_data)
+
+    pol = sub.add_parser("policies", help="list policies, the signals they read and their knobs")
+    pol.add_argument("names", nargs="*")
+    pol.set_defaults(func=cmd_policies)
 
     sub.add_parser("calibrate", help="fit a step-time profile from GPU timings "
                                      "(see tailgym calibrate --help)", add_help=False)

@@ -47,3 +47,11 @@ def test_console_entry_point_runs_as_module():
     r = subprocess.run([sys.executable, "-m", "tailgym.cli", "data", "list"], capture_output=True,
                        text=True, check=True)
     assert "azure-conv" in r.stdout and "CC-BY" in r.stdout
+
+
+def test_policy_args_accept_words_and_policies_are_listed(capsys):
+    assert main(["run", "--workload", "default:n=60", "--policy", "uniboost", "--policy-arg",
+                 "gamma_mode=ada", "--policy-arg", "k=64", "-q"]) == 0
+    assert main(["policies", "uniboost"]) == 0
+    out = capsys.readouterr().out
+    assert "gamma_mode = auto" in out and "output lengths: none" in out

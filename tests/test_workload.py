@@ -356,3 +356,12 @@ def test_bad_specs(spec, words):
 def test_columns_only_for_csv():
     with pytest.raises(WorkloadError, match="columns"):
         load_workload("chat", columns="arrival=t")
+
+
+def test_trace_window_option_rebases_arrivals():
+    from tailgym.workload import load_workload
+    full = load_workload("azure-conv")
+    w = load_workload("azure-conv:start=100,n=50")
+    assert len(w) == 50 and w.arrival_s[0] == 0.0
+    assert (w.prompt_tokens == full.prompt_tokens[100:150]).all()
+    assert np.allclose(w.arrival_s, full.arrival_s[100:150] - full.arrival_s[100])

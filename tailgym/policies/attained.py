@@ -2,7 +2,10 @@
 
 Attained work = ``alpha_p * prompt tokens prefilled + alpha_d * tokens generated`` (seconds).
 
-* ``las``: least attained service first (preemptive); ties by arrival.
+* ``las``: least attained service first (preemptive); ties by arrival. Its knob ``k`` protects
+  a (re)dispatched request from eviction for k, 2k, 4k... tokens (the engine's MemGuard
+  guard): pure LAS (``k=0``) re-ranks after every token and, when seats or KV are short,
+  evicts after every token, which under recompute preemption collapses throughput.
 * ``mlfq`` (FastServe's skip-join MLFQ): level quanta ``q0 * 2^j``; a request joins the first
   level whose quantum covers its prompt work, and drops one level each time its decode work
   exhausts the quantum of its level; lower level first, FCFS within a level; ``levels`` caps j.

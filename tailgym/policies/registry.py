@@ -166,7 +166,11 @@ POLICIES: dict[str, PolicySpec] = {p.name: p for p in (
                engine=lambda k: EngineSettings(MODE_VLLM, V_LOWEST_PRIORITY,
                                                refresh_s=k["starvation_s"] / 10)),
     PolicySpec("las", dispatch.LAS, attained.__doc__, ("prompt", "tokens done", "arrival"),
-               params=dict(WORK), knob_docs=dict(WORK_DOC), engine=lambda k: PREEMPTIVE),
+               params={**WORK, "k": 256.0},
+               knob_docs={**WORK_DOC, "k": "minimum run after (re)dispatch, tokens, doubling "
+                          "(k, 2k, 4k...); 0 = pure LAS, which thrashes under recompute"},
+               engine=lambda k: EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY,
+                                               reprioritize=True, guard_k=int(k["k"]))),
     PolicySpec("mlfq", dispatch.MLFQ, attained.__doc__, ("prompt", "tokens done", "arrival"),
                params={**WORK, "q0": 0.05, "levels": 8.0},
                knob_docs={**WORK_DOC, "q0": "quantum of the top level, s of work",

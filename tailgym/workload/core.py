@@ -150,10 +150,16 @@ class Workload:
 
     def head(self, n: int) -> Workload:
         """The first ``n`` requests."""
-        if n < 1:
-            raise WorkloadError(f"head needs n >= 1, got {n}")
+        return self.window(0, n)
+
+    def window(self, start: int, n: int) -> Workload:
+        """Requests ``start`` to ``start + n - 1``, arrivals shifted so the first is at 0."""
+        if n < 1 or start < 0 or start >= len(self):
+            raise WorkloadError(f"{self.name}: window needs n >= 1 and 0 <= start < {len(self)}, "
+                                f"got start={start}, n={n}")
         arrays = ("arrival_s", "prompt_tokens", "output_tokens", "labels", "source_rows")
-        cut = {f: getattr(self, f)[:n] for f in arrays if getattr(self, f) is not None}
+        cut = {f: getattr(self, f)[start:start + n] for f in arrays if getattr(self, f) is not None}
+        cut["arrival_s"] = cut["arrival_s"] - cut["arrival_s"][0]
         return dataclasses.replace(self, **cut)
 
     def fingerprint(self) -> str:

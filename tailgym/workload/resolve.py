@@ -5,7 +5,8 @@ Spec forms accepted by :func:`load_workload`:
 - a :class:`Workload`: returned as is;
 - a trace name (``azure-conv``, ``azure-code``), found via :func:`tailgym.data.data_path`;
 - ``<trace>:key=value,...``: the trace with options, applied in this order:
-  ``n`` keeps the first n requests; ``arrival`` (+ its parameters, e.g. ``cv``) redraws
+  ``start`` and ``n`` keep n requests from the start-th (arrivals re-based to 0);
+  ``arrival`` (+ its parameters, e.g. ``cv``) redraws
   the arrival times from that process with ``seed``, keeping the requests' lengths in
   order and the trace's mean rate (or ``rate``); ``rate`` alone rescales the trace's
   own arrival times to that mean rate. E.g. ``azure-conv:arrival=gamma,cv=3``;
@@ -30,9 +31,10 @@ AZURE_COLUMNS = {"arrival": "TIMESTAMP", "prompt": "ContextTokens", "output": "G
 TRACES: dict[str, dict[str, str]] = {"azure-conv": AZURE_COLUMNS, "azure-code": AZURE_COLUMNS}
 
 _PROCESS_KEYS = tuple(dict.fromkeys(k for p in ARRIVAL_PROCESSES for k in arrival_params(p)))
-_TYPES = {"n": int, "seed": int, "arrival": str, "preset": str} | dict.fromkeys(("rate", *_PROCESS_KEYS), float)
-OPTION_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
-SYNTHETIC_KEYS = ("preset", *OPTION_KEYS)
+_TYPES = {"n": int, "start": int, "seed": int, "arrival": str, "preset": str} | dict.fromkeys(("rate", *_PROCESS_KEYS), float)
+PRESET_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
+OPTION_KEYS = ("start", *PRESET_KEYS)
+SYNTHETIC_KEYS = ("preset", *PRESET_KEYS)
 
 
 def _options(text: str, valid: tuple[str, ...], what: str) -> dict:
@@ -51,8 +53,9 @@ def _is_csv_path(spec) -> bool:
 
 def _trace(name: str, opts: dict, seed: int, data_dir, label: str) -> Workload:
     w = load_csv(data_path(name, data_dir=data_dir), TRACES[name], name=label)
-    if "n" in opts:
-        w = w.head(opts.pop("n"))
+    if "n" in opts or "start" in opts:
+        start = opts.pop("start", 0)
+        w = w.window(start, opts.pop("n", len(w) - start))
     rate = opts.pop("rate", None)
     seed = opts.pop("seed", seed)
     if "arrival" in opts:
@@ -87,7 +90,7 @@ def load_workload(
         opts = _options(text, SYNTHETIC_KEYS, head)
         return preset(opts.pop("preset", "chat"), **{"seed": seed, "name": label} | opts)
     if head == "default" or head in PRESETS:
-        opts = _options(text, OPTION_KEYS, head)
+        opts = _options(text, PRESET_KEYS, head)
         return preset("chat" if head == "default" else head, **{"seed": seed, "name": label} | opts)
     if _is_csv_path(spec):
         return load_csv(spec, columns)

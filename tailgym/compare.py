@@ -1,0 +1,473 @@
+"""``tailgym compare``: policies x loads x seeds on one workload and engine; tables, CSVs, plots.
+
+    tailgym compare --workload azure-conv:n=2000 --loads 0.5,0.7,0.9 --seeds 0,1,2 \\
+        --policies fcfs,sjf-oracle,srpt-predicted:sigma=0.5,uniboost:gamma_mode=fixed \\
+        --sweep uniboost.gamma=0.01,0.1,1,10,100 --out runs/conv
+
+Policy syntax: policies are separated by commas, a policy's knobs follow its name after colons:
+``NAME`` or ``NAME:KNOB=VALUE:KNOB=VALUE`` (e.g. ``uniboost:gamma=10:k=256``); nothing in it
+needs quoting in a shell. ``--sweep POLICY.KNOB=V1,V2,...`` (repeatable) adds one grid column
+per value; when POLICY is listed in ``--policies`` its entries give the other knobs and are
+replaced by the sweep columns, else the sweep starts from the policy's defaults.
+
+Every cell (one policy column, load and seed) is stored atomically in ``OUT/cells/<key>``
+(``.json`` summary, ``.npz`` per-request latencies) under a hash of everything that defines
+the simulation, so re-running a command skips finished cells and a killed run loses only the
+cells in flight. The cache is keyed on the inputs, not on the code: after changing the
+simulator, use a fresh ``--out``. Python API: ``parse_policies``, ``parse_sweep``,
+``expand_sweeps``, ``Cell``, ``make_grid``, ``run_cell``, ``run_grid``, ``aggregate``,
+``write_csv``, ``format_table``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataError
+from .metrics import METRIC_TITLES, METRICS, PERCENTILES
+from .policies import get_policy
+
+STATS = ("mean", *PERCENTILES)
+STAT_KEYS = tuple(f"{m}_{s}" for m in METRICS for s in STATS)
+IDENTITY = ("workload", "policy", "knobs", "sweep", "load", "seed")
+COUNTS = ("requests_in", "requests_completed", "requests_rejected", "preemptions")
+RATES = ("rate_rps", "saturation_rps", "throughput_rps")
+TABLE_METRICS = ("ttft", "tbt", "ttlt")
+TABLE_STATS = ("mean", "p50", "p90", "p95", "p99")
+
+
+class CompareError(ValueError):
+    """Bad grid input, or a cell that failed on its input (the message names it)."""
+
+
+def format_value(value) -> str:
+    """Shortest text of a knob value: floats as their round-trip repr without a trailing .0."""
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One grid column: a registered policy with the knobs set explicitly (registry order);
+    ``sweep`` names the knob that a ``--sweep`` varies in this column ("" otherwise)."""
+
+    name: str
+    args: dict = field(default_factory=dict)
+    sweep: str = ""
+
+    @property
+    def knobs(self) -> str:
+        return ":".join(f"{k}={format_value(v)}" for k, v in self.args.items())
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.knobs}" if self.args else self.name
+
+    @property
+    def sweep_point(self) -> str:
+        """``KNOB=VALUE`` of the swept knob, "" for a listed policy."""
+        return f"{self.sweep}={format_value(self.args[self.sweep])}" if self.sweep else ""
+
+
+def make_policy(name: str, args: dict | None = None, sweep: str = "") -> Policy:
+    """A validated ``Policy``: known name and knobs, values converted as the registry does
+    (numbers to float, choice knobs checked), in registry order. Raises ValueError."""
+    args = dict(args or {})
+    knobs = get_policy(name).knobs(args)
+    return Policy(name, {k: v for k, v in knobs.items() if k in args}, sweep)
+
+
+def parse_policy(token: str) -> Policy:
+    """``NAME`` or ``NAME:KNOB=VALUE:KNOB=VALUE`` -> ``Policy``."""
+    name, *items = token.strip().split(":")
+    if not name:
+        raise CompareError(f"policy entry {token!r} has no name")
+    if any(c in token for c in "[](){};"):
+        raise CompareError(f"policy entry {token!r}: write knobs after colons, e.g. "
+                           f"uniboost:gamma=10:k=256")
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not (sep and key and value):
+            raise CompareError(f"policy entry {token!r}: knob {item!r} must look like KNOB=VALUE")
+        if key in args:
+            raise CompareError(f"policy entry {token!r}: knob {key!r} given twice")
+        args[key] = value
+    try:
+        return make_policy(name, args)
+    except ValueError as err:
+        raise CompareError(f"policy entry {token!r}: {err}") from None
+
+
+def parse_policies(text: str) -> list[Policy]:
+    """Comma-separated policy entries (see ``parse_policy``)."""
+    tokens = text.split(",")
+    if not all(t.strip() for t in tokens):
+        raise CompareError(f"--policies {text!r} has an empty entry")
+    return [parse_policy(t) for t in tokens]
+
+
+def parse_sweep(text: str) -> tuple[str, str, list[str]]:
+    """``POLICY.KNOB=V1,V2,...`` -> (policy, knob, value texts); values are checked when the
+    columns are made (``expand_sweeps``)."""
+    target, sep, values = text.partition("=")
+    name, dot, knob = target.partition(".")
+    items = values.split(",")
+    if not (sep and dot and name and knob and all(v.strip() for v in items)):
+        raise CompareError(f"--sweep {text!r} must look like POLICY.KNOB=V1,V2,... "
+                           f"(e.g. uniboost.gamma=0.1,1,10)")
+    try:
+        get_policy(name)
+    except ValueError as err:
+        raise CompareError(f"--sweep {text!r}: {err}") from None
+    return name, knob, [v.strip() for v in items]
+
+
+def _swept(base: Policy, knob: str, value: str) -> Policy:
+    where = f"--sweep {base.name}.{knob}={value}"
+    if knob in base.args:
+        raise CompareError(f"{where}: the listed entry {base.label!r} already sets {knob}")
+    try:
+        return make_policy(base.name, {**base.args, knob: value}, sweep=knob)
+    except ValueError as err:
+        raise CompareError(f"{where}: {err}") from None
+
+
+def expand_sweeps(policies: list[Policy], sweeps: list[tuple[str, str, list[str]]]) -> list[Policy]:
+    """Grid columns: each listed policy, or in its place the columns of the sweeps of its
+    name; sweeps of unlisted policies (from their defaults) at the end. Labels must be unique."""
+    def family(base: Policy) -> list[Policy]:
+        return [_swept(base, knob, v) for name, knob, values in sweeps if name == base.name
+                for v in values]
+
+    listed = {p.name for p in policies}
+    columns = [c for p in policies for c in (family(p) or [p])]
+    for name in dict.fromkeys(name for name, _, _ in sweeps):
+        if name not in listed:
+            columns += family(Policy(name))
+    seen = set()
+    for c in columns:
+        if c.label in seen:
+            raise CompareError(f"policy column {c.label!r} appears twice in the grid")
+        seen.add(c.label)
+    return columns
+
+
+def parse_numbers(text: str, what: str, kind=float) -> list:
+    """Comma-separated numbers; the error names the bad token."""
+    out = []
+    for token in text.split(","):
+        try:
+            out.append(kind(token))
+        except ValueError:
+            raise CompareError(f"{what}: {token!r} is not {'an integer' if kind is int else 'a number'}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One simulation of the grid. ``engine`` holds ``build_engine`` knobs (``tp``,
+    ``kv_blocks``, ``profile``...); ``load`` is the fraction of saturation throughput."""
+
+    workload: str
+    policy: Policy
+    load: float
+    seed: int
+    model: str = "llama3-8b"
+    gpu: str = "h100-80gb"
+    engine: dict = field(default_factory=dict)
+    warmup_s: float = 0.0
+    on_unfit: str = "error"
+
+    def key(self) -> str:
+        """Stable hash of everything that defines the simulation (knob defaults included;
+        the column's label and sweep are not part of it)."""
+        ident = {"workload": self.workload, "policy": self.policy.name,
+                 "knobs": get_policy(self.policy.name).knobs(self.policy.args),
+                 "load": float(self.load), "seed": int(self.seed), "model": self.model,
+                 "gpu": self.gpu, "engine": self.engine, "warmup_s": float(self.warmup_s),
+                 "on_unfit": self.on_unfit}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    def describe(self) -> str:
+        return f"{self.policy.label} at load {self.load:g}, seed {self.seed}"
+
+    def identity(self) -> dict:
+        """The identifying columns of the cell's CSV row."""
+        return {"workload": self.workload, "policy": self.policy.name, "knobs": self.policy.knobs,
+                "sweep": self.policy.sweep_point, "load": float(self.load), "seed": int(self.seed)}
+
+
+def make_grid(workload: str, policies: list[Policy], loads: list[float], seeds: list[int],
+              **common) -> list[Cell]:
+    """Cells in grid order (policy, load, seed); ``common`` are the other ``Cell`` fields."""
+    bad = [x for x in loads if not 0 < x < float("inf")]
+    if bad:
+        raise CompareError(f"--loads: {bad[0]!r} is not a positive number")
+    return [Cell(workload, p, float(load), int(seed), **common)
+            for p in policies for load in loads for seed in seeds]
+
+
+def run_cell(cell: Cell) -> tuple[dict, dict[str, np.ndarray], float]:
+    """Simulate one cell: its CSV row, per-request latencies (s) by metric, wall seconds."""
+    from .sim import simulate
+    report = simulate(cell.workload, cell.policy.name, model=cell.model, gpu=cell.gpu,
+                      seed=cell.seed, load=cell.load, policy_args=cell.policy.args,
+                      warmup_s=cell.warmup_s, on_unfit=cell.on_unfit, **cell.engine)
+    s = report.summary()
+    row = {**cell.identity(), "rate_rps": s["config"]["rate_rps"],
+           "saturation_rps": s["config"]["saturation_rps"], "throughput_rps": s["throughput_rps"],
+           **{k: s[k] for k in COUNTS},
+           **{f"{m}_{q}": s[m][q] for m in METRICS for q in STATS}}
+    return row, {m: report.metric(m) for m in METRICS}, report.wall_seconds
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def cell_paths(out_dir, cell: Cell) -> tuple[Path, Path]:
+    """(summary .json, latencies .npz) of ``cell`` under ``out_dir/cells``."""
+    stem = Path(out_dir) / "cells" / cell.key()
+    return stem.with_suffix(".json"), stem.with_suffix(".npz")
+
+
+def _store_cell(cell: Cell, out_dir) -> None:
+    """Run ``cell`` and write its files, the ``.json`` last (it marks the cell done)."""
+    try:
+        row, latencies, wall = run_cell(cell)
+    except (ValueError, DataError) as err:
+        raise CompareError(f"{cell.describe()}: {err}") from err
+    summary_path, npz_path = cell_paths(out_dir, cell)
+    buf = io.BytesIO()
+    np.savez(buf, **latencies)
+    _write_atomic(npz_path, buf.getvalue())
+    record = {"cell": cell.describe(), "row": row, "wall_s": wall}
+    _write_atomic(summary_path, json.dumps(record, indent=1).encode())
+
+
+def load_row(out_dir, cell: Cell) -> dict:
+    """The stored row of a finished cell, identified as ``cell`` (label and sweep as now)."""
+    row = json.loads(cell_paths(out_dir, cell)[0].read_text())["row"]
+    row.update(cell.identity())
+    return row
+
+
+def load_latencies(out_dir, cell: Cell) -> dict[str, np.ndarray]:
+    with np.load(cell_paths(out_dir, cell)[1]) as f:
+        return {m: f[m] for m in f.files}
+
+
+def _execute(todo: list[Cell], out_dir, processes: int, done) -> None:
+    if processes <= 1 or len(todo) <= 1:
+        for cell in todo:
+            _store_cell(cell, out_dir)
+            done()
+        return
+    with ProcessPoolExecutor(min(processes, len(todo))) as pool:
+        futures = [pool.submit(_store_cell, c, out_dir) for c in todo]
+        try:
+            for f in as_completed(futures):
+                f.result()
+                done()
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+def run_grid(cells: list[Cell], out_dir, processes: int = 1, progress: bool = False) -> list[dict]:
+    """Run the cells not yet stored in ``out_dir`` (``processes`` > 1: in worker processes)
+    and return every cell's row in grid order."""
+    from tqdm import tqdm
+    if processes < 1:
+        raise CompareError(f"--processes must be >= 1, got {processes}")
+    (Path(out_dir) / "cells").mkdir(parents=True, exist_ok=True)
+    todo = list({c.key(): c for c in cells if not cell_paths(out_dir, c)[0].exists()}.values())
+    with tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="compare",
+              disable=not progress) as bar:
+        _execute(todo, out_dir, processes, bar.update)
+    return [load_row(out_dir, c) for c in cells]
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One row per (workload, policy column, load): counts summed over seeds; rates and
+    latency statistics averaged, with ``_min``/``_max`` over seeds for the latter."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in IDENTITY[:-1]), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        agg = {**dict(zip(IDENTITY[:-1], key)), "seeds": len(rs)}
+        agg.update({k: sum(r[k] for r in rs) for k in COUNTS})
+        agg.update({k: float(np.mean([r[k] for r in rs])) for k in RATES})
+        for k in STAT_KEYS:
+            values = np.array([r[k] for r in rs], dtype=np.float64)
+            agg.update({k: float(values.mean()), f"{k}_min": float(values.min()),
+                        f"{k}_max": float(values.max())})
+        out.append(agg)
+    return out
+
+
+def policy_label(row: dict) -> str:
+    return f"{row['policy']}:{row['knobs']}" if row["knobs"] else row["policy"]
+
+
+def write_csv(rows: list[dict], path) -> Path:
+    """Rows as CSV (floats as round-trip repr, so equal results give equal bytes)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(rows[0])
+    for r in rows:
+        writer.writerow(repr(v) if isinstance(v, float) else v for v in r.values())
+    path = Path(path)
+    _write_atomic(path, buf.getvalue().encode())
+    return path
+
+
+def _with_spread(row: dict, key: str) -> str:
+    mean, lo, hi = row[key], row[f"{key}_min"], row[f"{key}_max"]
+    if row["seeds"] == 1 or not np.isfinite(mean):
+        return f"{mean:.4g}"
+    half = 100 * (hi - lo) / 2 / mean if mean else 0.0
+    return f"{mean:.4g} ±{half:.0f}%"
+
+
+def format_table(summary: list[dict], metrics=TABLE_METRICS) -> str:
+    """A block per metric: mean/P50/P90/P95/P99 per policy column and load, each the mean over
+    seeds ± half the min-max range over seeds (% of the mean)."""
+    width = max(len("policy"), *(len(policy_label(r)) for r in summary)) + 2
+    col = 15
+    blocks = []
+    for m in metrics:
+        head = f"{'policy':<{width}}{'load':>6}" + "".join(f"{s:>{col}}" for s in TABLE_STATS)
+        lines = [f"{METRIC_TITLES[m]} (s)", head, "-" * len(head)]
+        lines += [f"{policy_label(r):<{width}}{r['load']:>6g}"
+                  + "".join(f"{_with_spread(r, f'{m}_{s}'):>{col}}" for s in TABLE_STATS)
+                  for r in summary]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _title(args) -> str:
+    parts = [args.workload, f"{args.model} on {args.gpu}" + (f" x{args.tp}" if args.tp > 1 else "")]
+    if args.kv_blocks:
+        parts.append(f"{args.kv_blocks} KV blocks")
+    if args.profile:
+        parts.append(f"profile {args.profile}")
+    return " | ".join(parts)
+
+
+def draw_plots(out_dir, cells: list[Cell], summary: list[dict], sweeps, metrics, load: float,
+               title: str) -> list[Path]:
+    """Latency CDFs (seeds pooled) and frontiers at ``load``; P99 versus load."""
+    from . import plots
+    out_dir = Path(out_dir)
+    samples: dict[str, dict[str, list]] = {}
+    for c in cells:
+        if c.load == load:
+            per_metric = samples.setdefault(c.policy.label, {m: [] for m in metrics})
+            latencies = load_latencies(out_dir, c)
+            for m in metrics:
+                per_metric[m].append(latencies[m])
+    pooled = {label: {m: np.concatenate(v) for m, v in d.items()} for label, d in samples.items()}
+    at = f"load {load:g}"
+    paths = [plots.latency_cdfs(pooled, out_dir / f"cdf_load{load:g}.png", metrics=metrics,
+                                title=f"{title} | {at}"),
+             plots.p99_vs_load(summary, out_dir / "p99_vs_load.png", metrics=metrics, title=title)]
+    for name, knob in dict.fromkeys((name, knob) for name, knob, _ in sweeps):
+        paths.append(plots.frontier(summary, out_dir / f"frontier_{name}.{knob}_load{load:g}.png",
+                                    sweep=f"{name}.{knob}", metrics=metrics, load=load,
+                                    title=f"{title} | {at}"))
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import add_engine_arguments
+    doc = __doc__.split("\n\n")
+    p = argparse.ArgumentParser(prog="tailgym compare", description=doc[0],
+                                epilog="\n\n".join(doc[1:4]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", default="default",
+                   help="workload spec as for tailgym run (default: default)")
+    p.add_argument("--policies", required=True, metavar="P[:KNOB=V...],...",
+                   help="policy columns, e.g. fcfs,uniboost:gamma=10:k=256,srpt-predicted:sigma=0.5")
+    p.add_argument("--sweep", action="append", default=[], metavar="POLICY.KNOB=V1,V2,...",
+                   help="one column per value (repeatable), e.g. uniboost.gamma=0.01,0.1,1,10,100")
+    p.add_argument("--loads", default="0.5,0.7,0.9",
+                   help="fractions of the engine's saturation throughput (default: 0.5,0.7,0.9)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    add_engine_arguments(p)
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="exclude requests arriving in the first WARMUP seconds")
+    p.add_argument("--on-unfit", choices=("error", "reject"), default="error",
+                   help="requests that can never fit the KV cache: error, or list as rejected")
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: CPU count; 1 = in this process)")
+    p.add_argument("--out", default="tailgym-compare",
+                   help="output folder, reused to resume (default: tailgym-compare)")
+    p.add_argument("--metric", action="append", choices=METRICS,
+                   help="metric of the tables and plots (repeatable; default: ttft, tbt, ttlt)")
+    p.add_argument("--plot-load", type=float,
+                   help="load of the CDF and frontier plots (default: the highest load)")
+    p.add_argument("--no-plots", action="store_true", help="write the CSVs only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of ``tailgym compare`` and ``python -m tailgym.compare``."""
+    from .cli import engine_knobs
+    args = build_parser().parse_args(argv)
+    metrics = tuple(dict.fromkeys(args.metric or TABLE_METRICS))
+    out = Path(args.out)
+    try:
+        sweeps = [parse_sweep(s) for s in args.sweep]
+        columns = expand_sweeps(parse_policies(args.policies), sweeps)
+        loads = parse_numbers(args.loads, "--loads")
+        plot_load = max(loads) if args.plot_load is None else args.plot_load
+        if plot_load not in loads:
+            raise CompareError(f"--plot-load {plot_load:g} is not one of --loads {args.loads}")
+        cells = make_grid(args.workload, columns, loads, parse_numbers(args.seeds, "--seeds", int),
+                          model=args.model, gpu=args.gpu, engine=engine_knobs(args),
+                          warmup_s=args.warmup, on_unfit=args.on_unfit)
+        rows = run_grid(cells, out, args.processes, progress=not args.quiet)
+    except (ValueError, DataError) as err:
+        print(f"tailgym compare: error: {err}", file=sys.stderr)
+        return 2
+    summary = aggregate(rows)
+    written = [write_csv(rows, out / "results.csv"), write_csv(summary, out / "summary.csv")]
+    seeds = sorted({r["seed"] for r in rows})
+    print(f"{_title(args)} | seeds {','.join(map(str, seeds))}: mean over seeds "
+          f"± half the min-max range (% of the mean)\n")
+    print(format_table(summary, metrics))
+    for r in summary:
+        if r["requests_rejected"]:
+            print(f"note: {policy_label(r)} at load {r['load']:g}: {r['requests_rejected']} "
+                  f"requests rejected over {r['seeds']} seeds (not in the latency figures)",
+                  file=sys.stderr)
+    if not args.no_plots:
+        try:
+            written += draw_plots(out, cells, summary, sweeps, metrics, plot_load, _title(args))
+        except ImportError:
+            print("tailgym compare: matplotlib is not installed, no plots drawn "
+                  "(pip install 'tailgym[plots]')", file=sys.stderr)
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
