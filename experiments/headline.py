@@ -12,7 +12,7 @@ to and past FCFS's knee, with the default KV cache and a tight one (3000 blocks)
 
 Then gamma, k and delta of UniBoost are tuned per trace on the tuning windows (seeds 0-2) at
 load 1.0 and reported on three held-out windows (seeds 3-5). Writes ``headline.csv``,
-``tuning.csv``, ``heldout.csv``, ``tables.md`` and plots into ``--out``.
+``frontier.csv``, ``tuning.csv``, ``heldout.csv``, ``tables.md`` and plots into ``--out``.
 """
 import argparse
 import itertools
@@ -35,6 +35,7 @@ POLICIES = ("fcfs", "sjf-oracle", "srpt-oracle", "srpt-predicted", "las", "unibo
 LOADS = (0.6, 0.8, 0.9, 1.0, 1.1, 1.2)
 ARRIVALS = {"trace": "", "gamma-cv3": ",arrival=gamma,cv=3"}
 KV = {"default": None, "tight": 3000}
+FRONTIER_GAMMAS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3)
 TUNE_GRID = {"gamma": (0.3, 1.0, 3.0, 10.0, 30.0), "k": (64, 256), "delta": (0.0, 0.05, 0.5)}
 METRICS = ("ttft", "tbt", "ttlt")
 STATS = ("mean", "p50", "p90", "p95", "p99")
@@ -169,6 +170,41 @@ def plot_p99_vs_load(rows, path: Path, metric: str) -> None:
     plt.close(fig)
 
 
+def plot_frontier(rows, refs, path: Path) -> None:
+    """P50 vs P99 (TTFT and TTLT) as gamma sweeps, with the other policies as markers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.6))
+    panels = list(itertools.product(TRACES, ("ttft", "ttlt")))
+    for ax, (trace, m) in zip(axes, panels):
+        def mean_of(rs, key):
+            return float(np.mean([r[key] for r in rs]))
+        pts = []
+        for g in FRONTIER_GAMMAS:
+            rs = [r for r in rows if r["trace"] == trace and r["args"].startswith(f"gamma={g};")]
+            pts.append((mean_of(rs, f"{m}_p50"), mean_of(rs, f"{m}_p99"), g))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color="C5", label="uniboost, gamma sweep")
+        for x, y, g in pts:
+            ax.annotate(f"{g:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for k, p in enumerate(dict.fromkeys(r["policy"] for r in refs)):
+            rs = [r for r in refs if r["trace"] == trace and r["policy"] == p]
+            ax.plot(mean_of(rs, f"{m}_p50"), mean_of(rs, f"{m}_p99"), "s", ms=8, color=f"C{k}",
+                    label=p)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"P50 {m.upper()} (s)")
+        ax.set_ylabel(f"P99 {m.upper()} (s)")
+        ax.set_title(f"{trace}, trace arrivals, default KV, load 0.9", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("The gamma frontier: UniBoost from SJF-like (small gamma, 1/s) to FCFS "
+                 "(large gamma); mean of 3 seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,11 +216,21 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tailgym.simulate("default:n=50", "uniboost")  # compile once before forking
-    seeds, loads = ((0,), (0.8, 1.0, 1.2)) if args.quick else ((0, 1, 2), LOADS)
+    seeds, loads = ((0,), (0.9, 1.0, 1.2)) if args.quick else ((0, 1, 2), LOADS)
     rows = run_grid(headline_cells(seeds, loads, POLICIES), args.processes, "headline")
     write_csv(rows, out / "headline.csv")
     plot_p99_vs_load(rows, out / "ttlt_p99_vs_load.png", "ttlt_p99")
     plot_p99_vs_load(rows, out / "ttft_p99_vs_load.png", "ttft_p99")
+
+    frontier_cells = [dict(trace=t, arrivals="trace", kv="default", load=0.9, seed=s,
+                           policy="uniboost", workload=window_spec(t, s, 6, "trace"),
+                           args={"gamma_mode": "fixed", "gamma": g})
+                      for t in TRACES for s in seeds for g in FRONTIER_GAMMAS]
+    frontier_rows = run_grid(frontier_cells, args.processes, "frontier")
+    write_csv(frontier_rows, out / "frontier.csv")
+    refs = [r for r in rows if r["arrivals"] == "trace" and r["kv"] == "default" and r["load"] == 0.9
+            and r["policy"] in ("fcfs", "sjf-oracle", "srpt-oracle", "uniboost")]
+    plot_frontier(frontier_rows, refs, out / "gamma_frontier.png")
 
     # tune UniBoost (fixed gamma, k, delta) per trace on the tuning windows, tight KV, load 1.0
     combos = [dict(zip(TUNE_GRID, v), gamma_mode="fixed") for v in itertools.product(*TUNE_GRID.values())]

@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("calibrate", help="fit a step-time profile from GPU timings "
                                      "(see tailgym calibrate --help)", add_help=False)
+    sub.add_parser("compare", help="run a policy x load x seed grid, tables and plots "
+                                   "(see tailgym compare --help)", add_help=False)
     sub.add_parser("bench", help="speed benchmark (same as python -m tailgym.bench)", add_help=False)
     return parser
 
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "calibrate":
         from .calibrate import cli
+        return cli(argv[1:])
+    if argv and argv[0] == "compare":
+        from .compare import cli
         return cli(argv[1:])
     if argv and argv[0] == "bench":
         from .bench import main as bench_main

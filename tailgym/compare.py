@@ -14,9 +14,12 @@ Every cell (one policy column, load and seed) is stored atomically in ``OUT/cell
 (``.json`` summary, ``.npz`` per-request latencies) under a hash of everything that defines
 the simulation, so re-running a command skips finished cells and a killed run loses only the
 cells in flight. The cache is keyed on the inputs, not on the code: after changing the
-simulator, use a fresh ``--out``. Python API: ``parse_policies``, ``parse_sweep``,
-``expand_sweeps``, ``Cell``, ``make_grid``, ``run_cell``, ``run_grid``, ``aggregate``,
-``write_csv``, ``format_table``.
+simulator, use a fresh ``--out``. ``OUT/results.csv`` has a row per cell, ``summary.csv`` a
+row per policy column and load (mean, min and max over seeds); plots go next to them.
+
+Python API: ``parse_policies``, ``parse_sweep``, ``expand_sweeps``, ``make_grid`` (``Cell``
+objects), ``run_cell``, ``run_grid``, ``aggregate``, ``write_csv``, ``format_table``,
+``draw_plots`` (``tailgym.plots``).
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ from .policies import get_policy
 
 STATS = ("mean", *PERCENTILES)
 STAT_KEYS = tuple(f"{m}_{s}" for m in METRICS for s in STATS)
-IDENTITY = ("workload", "policy", "knobs", "sweep", "load", "seed")
+GROUP = ("workload", "policy", "knobs", "sweep", "load")  # a summary row: seeds aggregated
+IDENTITY = (*GROUP, "seed")
 COUNTS = ("requests_in", "requests_completed", "requests_rejected", "preemptions")
 RATES = ("rate_rps", "saturation_rps", "throughput_rps")
 TABLE_METRICS = ("ttft", "tbt", "ttlt")
@@ -52,10 +56,7 @@ class CompareError(ValueError):
 
 def format_value(value) -> str:
     """Shortest text of a knob value: floats as their round-trip repr without a trailing .0."""
-    if isinstance(value, float):
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
-    return str(value)
+    return repr(value).removesuffix(".0") if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def run_cell(cell: Cell) -> tuple[dict, dict[str, np.ndarray], float]:
                       seed=cell.seed, load=cell.load, policy_args=cell.policy.args,
                       warmup_s=cell.warmup_s, on_unfit=cell.on_unfit, **cell.engine)
     s = report.summary()
-    row = {**cell.identity(), "rate_rps": s["config"]["rate_rps"],
+    row = {**cell.identity(), "rate_rps": s["config"].get("rate_rps", float("nan")),
            "saturation_rps": s["config"]["saturation_rps"], "throughput_rps": s["throughput_rps"],
            **{k: s[k] for k in COUNTS},
            **{f"{m}_{q}": s[m][q] for m in METRICS for q in STATS}}
@@ -308,10 +309,10 @@ def aggregate(rows: list[dict]) -> list[dict]:
     latency statistics averaged, with ``_min``/``_max`` over seeds for the latter."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault(tuple(r[k] for k in IDENTITY[:-1]), []).append(r)
+        groups.setdefault(tuple(r[k] for k in GROUP), []).append(r)
     out = []
     for key, rs in groups.items():
-        agg = {**dict(zip(IDENTITY[:-1], key)), "seeds": len(rs)}
+        agg = {**dict(zip(GROUP, key)), "seeds": len(rs)}
         agg.update({k: sum(r[k] for r in rs) for k in COUNTS})
         agg.update({k: float(np.mean([r[k] for r in rs])) for k in RATES})
         for k in STAT_KEYS:
@@ -371,21 +372,23 @@ def _title(args) -> str:
     return " | ".join(parts)
 
 
+def pooled_latencies(out_dir, cells: list[Cell], load: float, metrics) -> dict[str, dict[str, np.ndarray]]:
+    """Per policy column label and metric, the per-request latencies (s) at ``load``, seeds pooled."""
+    runs: dict[str, list[dict]] = {}
+    for c in cells:
+        if c.load == load:
+            runs.setdefault(c.policy.label, []).append(load_latencies(out_dir, c))
+    return {label: {m: np.concatenate([r[m] for r in rs]) for m in metrics}
+            for label, rs in runs.items()}
+
+
 def draw_plots(out_dir, cells: list[Cell], summary: list[dict], sweeps, metrics, load: float,
                title: str) -> list[Path]:
     """Latency CDFs (seeds pooled) and frontiers at ``load``; P99 versus load."""
     from . import plots
     out_dir = Path(out_dir)
-    samples: dict[str, dict[str, list]] = {}
-    for c in cells:
-        if c.load == load:
-            per_metric = samples.setdefault(c.policy.label, {m: [] for m in metrics})
-            latencies = load_latencies(out_dir, c)
-            for m in metrics:
-                per_metric[m].append(latencies[m])
-    pooled = {label: {m: np.concatenate(v) for m, v in d.items()} for label, d in samples.items()}
     at = f"load {load:g}"
-    paths = [plots.latency_cdfs(pooled, out_dir / f"cdf_load{load:g}.png", metrics=metrics,
+    paths = [plots.latency_cdfs(pooled_latencies(out_dir, cells, load, metrics), out_dir / f"cdf_load{load:g}.png", metrics=metrics,
                                 title=f"{title} | {at}"),
              plots.p99_vs_load(summary, out_dir / "p99_vs_load.png", metrics=metrics, title=title)]
     for name, knob in dict.fromkeys((name, knob) for name, knob, _ in sweeps):
@@ -397,7 +400,7 @@ def draw_plots(out_dir, cells: list[Cell], summary: list[dict], sweeps, metrics,
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli import add_engine_arguments
-    doc = __doc__.split("\n\n")
+    doc = __doc__.replace("``", "").split("\n\n")
     p = argparse.ArgumentParser(prog="tailgym compare", description=doc[0],
                                 epilog="\n\n".join(doc[1:4]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -451,9 +454,13 @@ def cli(argv: list[str] | None = None) -> int:
     summary = aggregate(rows)
     written = [write_csv(rows, out / "results.csv"), write_csv(summary, out / "summary.csv")]
     seeds = sorted({r["seed"] for r in rows})
-    print(f"{_title(args)} | seeds {','.join(map(str, seeds))}: mean over seeds "
-          f"± half the min-max range (% of the mean)\n")
+    spread = ": mean over seeds ± half the min-max range (% of the mean)" if len(seeds) > 1 else ""
+    print(f"{_title(args)} | seeds {','.join(map(str, seeds))}{spread}\n")
     print(format_table(summary, metrics))
+    if len(seeds) > 1 and all(not r[f"{k}_min"] < r[f"{k}_max"] for r in summary for k in STAT_KEYS):
+        print("note: all seeds gave identical results (nothing random in this workload or these "
+              "policies); e.g. azure-conv:n=2000,arrival=gamma,cv=3 redraws arrivals per seed",
+              file=sys.stderr)
     for r in summary:
         if r["requests_rejected"]:
             print(f"note: {policy_label(r)} at load {r['load']:g}: {r['requests_rejected']} "

@@ -1,0 +1,203 @@
+"""``tailgym compare``: knob syntax, sweeps, the resumable grid, CSVs and the command."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tailgym import compare
+from tailgym.compare import (
+    CompareError,
+    Policy,
+    aggregate,
+    expand_sweeps,
+    make_grid,
+    parse_numbers,
+    parse_policies,
+    parse_sweep,
+    run_grid,
+    write_csv,
+)
+from tailgym.policies import dispatch, registry
+
+WORKLOAD = "default:n=200"
+
+
+@pytest.fixture(autouse=True)
+def fake_policy(monkeypatch):
+    """An FCFS clone with a numeric and a choice knob, so no test depends on other policies."""
+    spec = registry.PolicySpec("fake", dispatch.FCFS, "FCFS with inert knobs", ("arrival",),
+                               params={"gamma": 5.0, "mode": "a"}, choices={"mode": ("a", "b")})
+    monkeypatch.setitem(registry.POLICIES, "fake", spec)
+    return spec
+
+
+def test_policy_syntax_orders_knobs_as_the_registry_and_converts_values():
+    fcfs, fake = parse_policies("fcfs,fake:mode=b:gamma=10")
+    assert (fcfs.label, fcfs.args) == ("fcfs", {})
+    assert fake.args == {"gamma": 10.0, "mode": "b"}
+    assert fake.label == "fake:gamma=10:mode=b" and fake.knobs == "gamma=10:mode=b"
+    assert parse_policies("fake:gamma=0.25")[0].label == "fake:gamma=0.25"
+    assert parse_policies("fake:gamma=1e-3")[0].label == "fake:gamma=0.001"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("fcfs,,fake", "has an empty entry"),
+    ("nope", "'nope': unknown policy 'nope'"),
+    ("fake:gamma", "knob 'gamma' must look like KNOB=VALUE"),
+    ("fake:gamma=abc", "knob 'gamma' needs a number, got 'abc'"),
+    ("fake:gama=1", "has no knob 'gama'"),
+    ("fake:gamma=1:gamma=2", "knob 'gamma' given twice"),
+    ("fake:mode=c", "'mode' must be one of a, b, got 'c'"),
+    ("fake[gamma=1]", "write knobs after colons"),
+    ("fcfs,fcfs", "'fcfs' appears twice"),
+])
+def test_bad_policy_entries_are_errors_naming_the_token(text, expected):
+    with pytest.raises(CompareError, match=expected.replace("[", r"\[")):
+        expand_sweeps(parse_policies(text), [])
+
+
+def test_sweep_replaces_the_listed_entry_or_starts_from_defaults():
+    columns = expand_sweeps(parse_policies("fcfs,fake:mode=b"), [parse_sweep("fake.gamma=0.1,1,10")])
+    assert [c.label for c in columns] == ["fcfs", "fake:gamma=0.1:mode=b", "fake:gamma=1:mode=b",
+                                          "fake:gamma=10:mode=b"]
+    assert [c.sweep_point for c in columns] == ["", "gamma=0.1", "gamma=1", "gamma=10"]
+    columns = expand_sweeps(parse_policies("fcfs"), [parse_sweep("fake.mode=a,b")])
+    assert [c.label for c in columns] == ["fcfs", "fake:mode=a", "fake:mode=b"]
+
+
+@pytest.mark.parametrize("policies, sweep, expected", [
+    ("fcfs", "fake.gamma", "must look like POLICY.KNOB=V1,V2"),
+    ("fcfs", "fake=1,2", "must look like POLICY.KNOB=V1,V2"),
+    ("fcfs", "fake.gamma=1,,2", "must look like POLICY.KNOB=V1,V2"),
+    ("fcfs", "nope.gamma=1", "unknown policy 'nope'"),
+    ("fcfs", "fake.gama=1", "--sweep fake.gama=1: policy 'fake' has no knob 'gama'"),
+    ("fcfs", "fake.gamma=x", "--sweep fake.gamma=x: .*needs a number, got 'x'"),
+    ("fake:gamma=1", "fake.gamma=2,3", "'fake:gamma=1' already sets gamma"),
+    ("fcfs", "fake.gamma=1,1.0", "'fake:gamma=1' appears twice"),
+])
+def test_bad_sweeps_are_errors_naming_the_token(policies, sweep, expected):
+    with pytest.raises(CompareError, match=expected):
+        expand_sweeps(parse_policies(policies), [parse_sweep(sweep)])
+
+
+def test_number_lists_name_the_bad_token():
+    assert parse_numbers("0.5,0.9", "--loads") == [0.5, 0.9]
+    with pytest.raises(CompareError, match="--loads: 'x' is not a number"):
+        parse_numbers("0.5,x", "--loads")
+    with pytest.raises(CompareError, match="--seeds: '1.5' is not an integer"):
+        parse_numbers("0,1.5", "--seeds", int)
+    with pytest.raises(CompareError, match="--loads: 0.0 is not a positive number"):
+        make_grid(WORKLOAD, [Policy("fcfs")], [0.0], [0])
+
+
+def test_cell_key_depends_on_the_simulation_not_on_how_knobs_were_written():
+    def key(policy, **kw):
+        return make_grid(WORKLOAD, parse_policies(policy), [kw.pop("load", 0.5)], [0], **kw)[0].key()
+
+    assert key("fake") == key("fake:gamma=5") == key("fake:gamma=5.0:mode=a")
+    assert len({key("fake"), key("fake:gamma=6"), key("fake", load=0.6), key("fcfs"),
+                key("fake", engine={"kv_blocks": 3000}), key("fake", warmup_s=1.0)}) == 6
+
+
+def _grid(loads=(0.5, 0.9), seeds=(0, 1)):
+    return make_grid(WORKLOAD, parse_policies("fcfs,fake:gamma=1"), list(loads), list(seeds))
+
+
+def test_grid_writes_one_file_pair_per_cell_and_csv_rows(tmp_path):
+    cells = _grid()
+    rows = run_grid(cells, tmp_path)
+    assert len(rows) == 8 and len(list((tmp_path / "cells").glob("*.json"))) == 8
+    assert [(r["policy"], r["knobs"], r["load"], r["seed"]) for r in rows[:4]] == [
+        ("fcfs", "", 0.5, 0), ("fcfs", "", 0.5, 1), ("fcfs", "", 0.9, 0), ("fcfs", "", 0.9, 1)]
+    assert all(r["requests_in"] == r["requests_completed"] == 200 for r in rows)
+    assert rows[0]["ttlt_p99"] >= rows[0]["ttlt_p50"] > 0 and "wall_s" not in rows[0]
+    summary = aggregate(rows)
+    assert len(summary) == 4 and summary[0]["seeds"] == 2 and summary[0]["requests_in"] == 400
+    assert summary[0]["ttft_p99_min"] <= summary[0]["ttft_p99"] <= summary[0]["ttft_p99_max"]
+    lines = write_csv(rows, tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("workload,policy,knobs,sweep,load,seed,rate_rps,saturation_rps")
+    assert len(lines) == 9 and "ttlt_p999" in lines[0] and lines[5].startswith(f"{WORKLOAD},fake,gamma=1,")
+    latencies = compare.load_latencies(tmp_path, cells[0])
+    assert set(latencies) == {"ttft", "tbt", "tbt_max", "ttlt", "queueing"}
+    assert latencies["ttlt"].size == 200
+
+
+def test_rerun_simulates_nothing_and_a_lost_cell_is_rerun_alone(tmp_path, monkeypatch):
+    cells = _grid()
+    first = run_grid(cells, tmp_path)
+    calls = []
+    real = compare.run_cell
+    monkeypatch.setattr(compare, "run_cell", lambda cell: calls.append(cell) or real(cell))
+    assert run_grid(cells, tmp_path) == first and calls == []
+    compare.cell_paths(tmp_path, cells[3])[0].unlink()  # as if killed while it ran
+    assert run_grid(cells, tmp_path) == first and calls == [cells[3]]
+
+
+def test_parallel_and_in_process_grids_give_identical_csv_bytes(tmp_path):
+    cells = _grid()
+    one = write_csv(run_grid(cells, tmp_path / "one", processes=1), tmp_path / "one.csv")
+    two = write_csv(run_grid(cells, tmp_path / "two", processes=2), tmp_path / "two.csv")
+    assert one.read_bytes() == two.read_bytes()
+    for c in cells:
+        a, b = compare.load_latencies(tmp_path / "one", c), compare.load_latencies(tmp_path / "two", c)
+        assert all(np.array_equal(a[m], b[m], equal_nan=True) for m in a)
+
+
+def test_a_failing_cell_names_itself(tmp_path):
+    cells = make_grid(WORKLOAD, [Policy("fcfs")], [0.5], [3], engine={"kv_blocks": 4})
+    with pytest.raises(CompareError, match="fcfs at load 0.5, seed 3: no request .* fits"):
+        run_grid(cells, tmp_path)
+
+
+def _cli(tmp_path, *extra):
+    return compare.cli(["--workload", "azure-conv:n=300", "--policies", "fcfs,fake:mode=b",
+                        "--sweep", "fake.gamma=0.1,10", "--loads", "0.5,0.8", "--seeds", "0,1",
+                        "--kv-blocks", "4000", "--out", str(tmp_path), "-q", *extra])
+
+
+def test_cli_end_to_end_in_two_processes_and_resumed(tmp_path, capsys):
+    assert _cli(tmp_path, "--processes", "2") == 0
+    out = capsys.readouterr()
+    assert "azure-conv:n=300 | llama3-8b on h100-80gb | 4000 KV blocks | seeds 0,1" in out.out
+    assert "TTFT (s)" in out.out and "TTLT (s)" in out.out and "fake:gamma=10:mode=b" in out.out
+    assert "all seeds gave identical results" in out.err  # a trace replayed as is
+    results = (tmp_path / "results.csv").read_text().splitlines()
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert len(results) == 1 + 3 * 2 * 2 and len(summary) == 1 + 3 * 2
+    assert ",fake,gamma=0.1:mode=b,gamma=0.1,0.8,1," in results[-5]
+    for name in ("cdf_load0.8.png", "p99_vs_load.png", "frontier_fake.gamma_load0.8.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+    before = (tmp_path / "results.csv").read_bytes()
+    assert _cli(tmp_path, "--processes", "2", "--no-plots") == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()} == stamps
+    assert (tmp_path / "results.csv").read_bytes() == before
+    record = json.loads(next((tmp_path / "cells").glob("*.json")).read_text())
+    assert record["wall_s"] > 0 and "wall" not in results[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--policies", "fcfs:gamma=1"], "'fcfs:gamma=1': policy 'fcfs' has no knob 'gamma'"),
+    (["--policies", "fcfs", "--loads", "0.5,abc"], "--loads: 'abc' is not a number"),
+    (["--policies", "fcfs", "--plot-load", "0.3"], "--plot-load 0.3 is not one of --loads"),
+    (["--policies", "fcfs", "--processes", "0"], "--processes must be >= 1, got 0"),
+])
+def test_cli_bad_input_exits_2_naming_it(tmp_path, capsys, args, expected):
+    assert compare.cli([*args, "--out", str(tmp_path), "-q"]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_runs_as_a_module_without_importing_matplotlib_for_the_csvs(tmp_path):
+    code = ("import sys, tailgym, tailgym.compare; assert 'matplotlib' not in sys.modules; "
+            "sys.argv[0] = 'tailgym compare'; rc = tailgym.compare.cli(sys.argv[1:]); "
+            "assert 'matplotlib' not in sys.modules; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, "--workload", "default:n=50", "--policies",
+                        "fcfs", "--loads", "0.5", "--no-plots", "--processes", "1", "-q",
+                        "--out", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "summary.csv").exists()
+    r = subprocess.run([sys.executable, "-m", "tailgym.compare", "--help"], capture_output=True,
+                       text=True, check=True)
+    assert "NAME:KNOB=VALUE:KNOB=VALUE" in r.stdout
