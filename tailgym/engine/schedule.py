@@ -209,33 +209,32 @@ def evictable(rf, ri, v, limit):
 
 
 @njit(cache=True)
+def _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, seats, apply):
+    """Walk the running list up from its lowest priority to ``first``, counting (and, if
+    ``apply``, evicting) evictable requests until ``blocks`` and ``seats`` are covered.
+    True if they are."""
+    freed = 0
+    count = 0
+    p = s[S_N_RUNNING] - 1
+    while p >= first and (freed < blocks or count < seats):
+        v = queues[Q_RUNNING, p]
+        if evictable(rf, ri, v, limit):
+            freed += ri[v, BLOCKS]
+            count += 1
+            if apply:
+                evict_at(p, rf, ri, queues, s, cfg_i, cfg_f, coef)
+        p -= 1
+    return freed >= blocks and count >= seats
+
+
+@njit(cache=True)
 def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, first, r, blocks, seats):
     """Evict running requests at positions >= ``first`` (lowest priority first) to free
     ``blocks`` blocks and ``seats`` seats for ``r``; all or nothing. True on success."""
-    running = queues[Q_RUNNING]
     limit = rf[r, PRIO] + cfg_f[CF_DELTA]
-    freed = 0
-    count = 0
-    p = s[S_N_RUNNING] - 1
-    while p >= first and (freed < blocks or count < seats):
-        v = running[p]
-        if evictable(rf, ri, v, limit):
-            freed += ri[v, BLOCKS]
-            count += 1
-        p -= 1
-    if freed < blocks or count < seats:
+    if not _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, seats, False):
         return False
-    freed = 0
-    count = 0
-    p = s[S_N_RUNNING] - 1
-    while p >= first and (freed < blocks or count < seats):
-        v = running[p]
-        if evictable(rf, ri, v, limit):
-            freed += ri[v, BLOCKS]
-            count += 1
-            evict_at(p, rf, ri, queues, s, cfg_i, cfg_f, coef)
-        p -= 1
-    return True
+    return _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, seats, True)
 
 
 @njit(cache=True)
