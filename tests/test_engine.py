@@ -145,3 +145,19 @@ def test_invariants_hold_for_random_workloads(wl, cfg):
     assert ri[:, L.N_PREEMPT].sum() == state.s[L.S_PREEMPT_RECOMPUTE] + state.s[L.S_PREEMPT_SWAP]
     again, log2 = simulate_arrays(arrival, prompt, output, coef, **cfg)
     assert again.rf.tobytes() == rf.tobytes() and log2.tobytes() == log.tobytes()
+
+
+def test_run_until_stops_at_the_clock_and_resumes_identically():
+    from tailgym.engine import EngineConfig, EngineState, run
+    from tailgym.policies import get_policy
+    arrival, prompt, output = np.linspace(0, 2, 30), np.full(30, 200), np.full(30, 40)
+    cfg = EngineConfig(max_num_batched_tokens=512, max_num_seqs=4, num_gpu_blocks=200)
+    fcfs = get_policy("fcfs")
+    whole = EngineState(arrival, prompt, output, cfg)
+    run(whole, cfg, COEF, fcfs, fcfs.param_array())
+    parts = EngineState(arrival, prompt, output, cfg)
+    for until in (0.5, 0.5, 1.7, 5.0):
+        run(parts, cfg, COEF, fcfs, fcfs.param_array(), until=until)
+        assert parts.t[L.T_NOW] >= until or (parts.ri[:, L.STATUS] == L.ST_FINISHED).all()
+    run(parts, cfg, COEF, fcfs, fcfs.param_array())
+    assert parts.rf.tobytes() == whole.rf.tobytes()

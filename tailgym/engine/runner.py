@@ -14,8 +14,10 @@ class EngineError(RuntimeError):
 
 
 def run(state: EngineState, config: EngineConfig, coef: np.ndarray, policy, params: np.ndarray,
-        *, progress: bool = False, record_steps: bool = False, max_steps: int | None = None):
-    """Step ``state`` until every request is finished or rejected (or ``max_steps`` ran).
+        *, progress: bool = False, record_steps: bool = False, max_steps: int | None = None,
+        until: float = np.inf):
+    """Step ``state`` until every request is finished or rejected, ``max_steps`` ran, or the
+    clock reached ``until`` (simulated seconds; checked between steps).
 
     Returns the step log (``(steps, L_COLS)`` array, see ``layout.L_*``) if ``record_steps``.
     """
@@ -32,7 +34,7 @@ def run(state: EngineState, config: EngineConfig, coef: np.ndarray, policy, para
             log = np.zeros((chunk if record_steps else 0, L.L_COLS))
             done = run_engine(state.rf, state.ri, state.target, state.hint, state.queues,
                               state.batch, state.s, state.t, cfg_i, cfg_f, coef, params,
-                              state.pstate, log, chunk)
+                              state.pstate, log, chunk, float(until))
             steps_left -= done
             if record_steps:
                 logs.append(log[:done])
@@ -41,7 +43,7 @@ def run(state: EngineState, config: EngineConfig, coef: np.ndarray, policy, para
             if err:
                 raise EngineError(f"engine error {err} at t={state.t[L.T_NOW]:.6f}s after "
                                   f"{state.s[L.S_STEPS]} steps: {state.status_counts()}")
-            if done < chunk:
+            if done < chunk or state.t[L.T_NOW] >= until:
                 break
     finally:
         bar.close()

@@ -174,14 +174,15 @@ def form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
 
 @njit(cache=True)
 def run_engine(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate,
-               log, max_steps):
-    """Run up to ``max_steps`` engine steps (or until every request is done, or an error);
-    return the number of steps run. Fills ``log`` rows when it has any."""
+               log, max_steps, until):
+    """Run engine steps until ``max_steps`` ran, every request is done, an error, or the clock
+    reached ``until`` (checked between steps; an idle engine stops at ``until``). Returns the
+    number of steps run. Fills ``log`` rows when it has any."""
     n_req = rf.shape[0]
     x = np.zeros(coef.shape[1])
     refresh_s = cfg_f[CF_REFRESH_S]
     steps = 0
-    while steps < max_steps:
+    while steps < max_steps and t[T_NOW] < until:
         now = t[T_NOW]
         nxt = s[S_NEXT_ARRIVAL]
         if nxt < n_req and rf[nxt, ARRIVAL] <= now:
@@ -189,7 +190,7 @@ def run_engine(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, pa
         if s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] == 0:
             if s[S_NEXT_ARRIVAL] >= n_req:
                 break
-            t[T_NOW] = rf[s[S_NEXT_ARRIVAL], ARRIVAL]  # idle: jump to the next arrival
+            t[T_NOW] = min(rf[s[S_NEXT_ARRIVAL], ARRIVAL], until)  # idle: jump ahead
             continue
         if refresh_s > 0.0 and now >= t[T_NEXT_REFRESH]:
             t[T_NEXT_REFRESH] = now + refresh_s
