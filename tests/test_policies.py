@@ -211,6 +211,10 @@ def test_auto_gamma_follows_the_lundberg_root():
     g = online.lundberg_gamma(sizes / sizes.mean(), lam, 1e-3)
     assert g == pytest.approx(0.5, rel=0.05)
     assert online.lundberg_gamma(sizes, 1.5, 0.01) == 0.01  # overload -> gamma_min
+    assert online.hill_index(sizes) > 2.0
+    pareto = (1.0 + rng.pareto(1.2, 5000)) * 0.1               # tail index 1.2, mean 0.6
+    assert online.hill_index(pareto) == pytest.approx(1.2, rel=0.2)
+    assert online.lundberg_gamma(pareto, 0.5, 0.01) == 0.01     # heavy tail -> gamma_min
 
 
 def test_work_units_from_step_model():

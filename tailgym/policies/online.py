@@ -6,7 +6,10 @@ recent ``WINDOW`` of each. ``gamma`` estimators (uniboost spec sections 2.4-2.5,
 
 * ``lundberg_gamma``: the Cramer-Lundberg root of ``gamma = lambda (E[exp(gamma S)] - 1)`` for
   the empirical size distribution of recent completions and the measured arrival rate;
-  overload (rho >= 1) has no root and returns ``gamma_min`` (the SJF side).
+  overload (rho >= 1) has no root and returns ``gamma_min`` (the SJF side), and so does a heavy
+  tail (Hill index of the top ``HILL_SHARE`` of sizes below ``HEAVY_TAIL_INDEX``, infinite
+  variance), where the empirical root would only track the few largest samples; the boost
+  stays capped by MemGuard's quantum, so old requests still win eventually.
 * ``ada_target``: the SGLang port's gamma-Ada rule ``gamma_max / (1 + 4 max(t99/t95 - 1, 0))``
   on recent end-to-end latencies (heavy tail -> smaller gamma, more SJF).
 """
@@ -16,6 +19,8 @@ from numba import njit
 WINDOW = 2000          # completions (and arrivals) remembered
 RATE_WINDOW = 500      # arrivals used for the rate estimate
 MIN_SAMPLES = 200      # completions needed before estimating gamma
+HILL_SHARE = 0.1       # share of the largest sizes the Hill estimator uses
+HEAVY_TAIL_INDEX = 2.0 # a Hill tail index below this is treated as heavy-tailed
 GRID = 24              # uniboost-dist table points: d = 0, k, 2k, 4k, ...
 
 G_GAMMA = 0            # current gamma, 1/s
@@ -81,12 +86,22 @@ def _log_mean_exp(theta, sizes):
 
 
 @njit(cache=True)
+def hill_index(sizes):
+    """Hill estimate of the tail index from the largest ``HILL_SHARE`` of ``sizes``."""
+    x = np.sort(sizes)[::-1]
+    k = max(int(HILL_SHARE * x.size), 2)
+    if k >= x.size or x[k] <= 0.0:
+        return np.inf
+    return 1.0 / np.mean(np.log(x[:k] / x[k]))
+
+
+@njit(cache=True)
 def lundberg_gamma(sizes, lam, gamma_min):
     """Positive root of ``lam (E[exp(g S)] - 1) = g`` by bisection in log g; ``gamma_min``
-    when the load ``lam E[S]`` is 1 or more (no root)."""
+    when the load ``lam E[S]`` is 1 or more (no root) or the sizes are heavy-tailed."""
     m1 = sizes.mean()
     rho = lam * m1
-    if rho >= 0.999 or lam <= 0.0 or m1 <= 0.0:
+    if rho >= 0.999 or lam <= 0.0 or m1 <= 0.0 or hill_index(sizes) < HEAVY_TAIL_INDEX:
         return gamma_min
     hi = 2.0 * (1.0 - rho) / (lam * (sizes * sizes).mean())
     lo = 1e-6 * hi
