@@ -123,3 +123,18 @@ def test_profile_changes_step_times():
     b = simulate(SMALL, model="llama2-7b", profile=name).summary()
     assert b["config"]["step_model"] != a["config"]["step_model"]
     assert b["ttlt"]["mean"] != a["ttlt"]["mean"]
+
+
+def test_jit_compile_is_cached_across_processes():
+    """A fresh interpreter loads the engine from numba's disk cache instead of compiling."""
+    import subprocess
+    import sys
+    simulate("default:n=30", "fcfs")  # make sure this process compiled (and cached) it
+    code = ("import tailgym\n"
+            "from tailgym.engine.step import run_engine\n"
+            "tailgym.simulate('default:n=30', 'fcfs')\n"
+            "st = run_engine.stats\n"
+            "print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    hits, misses = map(int, out.stdout.split())
+    assert hits >= 1 and misses == 0
