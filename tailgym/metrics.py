@@ -36,6 +36,7 @@ class Report:
     wall_seconds: float
     preemptions_recompute: int
     preemptions_swap: int
+    guard_overrides: int = 0
     warmup_s: float = 0.0
     slo: dict[str, float] = field(default_factory=dict)
     step_log: np.ndarray | None = None
@@ -104,6 +105,7 @@ class Report:
             "preemptions": self.preemptions_recompute + self.preemptions_swap,
             "preemptions_recompute": self.preemptions_recompute,
             "preemptions_swap": self.preemptions_swap,
+            "guard_overrides": self.guard_overrides,
             "swapped_tokens": int(r["swapped_tokens"].sum()),
             "recomputed_tokens": int(r["recomputed_tokens"].sum()),
             "steps": self.steps,

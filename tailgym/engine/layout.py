@@ -26,9 +26,7 @@ LAST_TOKEN = 4     # end of the step that produced its latest token
 DONE = 5           # completion time (= last token time when finished)
 MAX_GAP = 6        # largest gap between consecutive tokens
 SUM_GAP = 7        # sum of gaps between consecutive tokens
-PSCR0 = 8          # policy scratch (free for a policy's own bookkeeping)
-PSCR1 = 9
-RF_COLS = 10
+RF_COLS = 8
 
 # --- per-request int columns (ri) ---
 PROMPT = 0         # prompt tokens
