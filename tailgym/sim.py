@@ -1,14 +1,15 @@
 """``tailgym.simulate``: a workload, a model on a GPU and a policy in; a ``Report`` out."""
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import hardware
 from .engine import EngineConfig, EngineError, EngineState, run
 from .engine import layout as L
+from .hardware import StepTimeModel
 from .metrics import Report
-from .policies import get_policy, resolve
+from .policies import PolicySpec, get_policy, resolve
 from .workload import Workload, WorkloadError, load_workload
 
 SWAP_SPACE_GIB = 4.0  # vLLM v0 default swap space per GPU
@@ -109,22 +110,45 @@ def apply_rate(workload: Workload, config: EngineConfig, coef, *, rate=None, rat
     return workload, info
 
 
-def simulate(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
-             gpu: str = "h100-80gb", seed: int = 0, rate: float | None = None,
-             rate_scale: float | None = None, load: float | None = None,
-             policy_args: dict | None = None, warmup_s: float = 0.0,
-             slo: dict[str, float] | None = None, on_unfit: str = "error",
-             progress: bool = False, record_steps: bool = False, data_dir=None,
-             columns=None, **knobs) -> Report:
-    """Replay ``workload`` (a data set name, a CSV path, a synthetic spec or a ``Workload``)
-    through one engine running ``policy`` and return the report.
+@dataclass
+class Run:
+    """Everything a run needs, prepared from the user's arguments (see ``prepare``)."""
 
-    Engine knobs (``knobs``) are those of ``build_engine``: ``tp``, ``kv_blocks``,
-    ``max_num_batched_tokens``, ``max_num_seqs``, ``profile``, ``preemption_mode``,
-    ``swap_space_gib``, ``gpu_memory_utilization``, ``block_size``,
-    ``long_prefill_token_threshold``, ``enable_chunked_prefill``, ``watermark``,
-    ``max_model_len``, ``check``.
-    """
+    workload: Workload
+    config: EngineConfig
+    steps: StepTimeModel
+    spec: PolicySpec
+    params: np.ndarray
+    state: EngineState
+    rejected: list
+    info: dict  # for the report's config: names, knobs, rates
+
+    def report(self, wall_seconds: float, *, warmup_s: float = 0.0, slo=None,
+               step_log=None) -> Report:
+        """The report of the finished run; every request must be finished or rejected."""
+        state = self.state
+        counts = state.status_counts()
+        if counts["finished"] + counts["rejected"] != state.n_requests:
+            raise EngineError(f"requests unaccounted for at the end of the run: {counts}")
+        start = self.workload.arrival_s[0] if len(self.workload) else 0.0
+        return Report(
+            requests=request_table(state), rejected=self.rejected,
+            config={**self.info, **asdict(self.config)},
+            steps=int(state.s[L.S_STEPS]),
+            simulated_seconds=float(state.t[L.T_NOW] - start),
+            busy_seconds=float(state.t[L.T_BUSY]), wall_seconds=wall_seconds,
+            preemptions_recompute=int(state.s[L.S_PREEMPT_RECOMPUTE]),
+            preemptions_swap=int(state.s[L.S_PREEMPT_SWAP]),
+            guard_overrides=int(state.s[L.S_GUARD_OVERRIDES]),
+            warmup_s=warmup_s, slo=dict(slo or {}), step_log=step_log)
+
+
+def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
+            gpu: str = "h100-80gb", seed: int = 0, rate: float | None = None,
+            rate_scale: float | None = None, load: float | None = None,
+            policy_args: dict | None = None, on_unfit: str = "error", data_dir=None,
+            columns=None, **knobs) -> Run:
+    """Resolve the workload, engine, step-time model and policy into a ready ``Run``."""
     get_policy(policy)  # unknown names fail before any work
     wl = load_workload(workload, data_dir=data_dir, seed=seed, columns=columns)
     config, steps = build_engine(model, gpu, **knobs)
@@ -134,30 +158,29 @@ def simulate(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
     hint = spec.hint(wl.output_tokens, policy_knobs, np.random.default_rng([seed, POLICY_STREAM]))
     state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused,
                         hint=hint, pstate=spec.pstate(policy_knobs))
+    info = {"workload": wl.name, "policy": policy, "policy_args": policy_knobs, "model": model,
+            "gpu": gpu, "seed": seed, "step_model": steps.name, **rate_info}
+    return Run(wl, config, steps, spec, params, state, rejected, info)
+
+
+def simulate(workload, policy: str = "fcfs", *, warmup_s: float = 0.0,
+             slo: dict[str, float] | None = None, progress: bool = False,
+             record_steps: bool = False, **kwargs) -> Report:
+    """Replay ``workload`` (a data set name, a CSV path, a synthetic spec or a ``Workload``)
+    through one engine running ``policy`` and return the report.
+
+    ``kwargs`` are those of ``prepare``: ``model``, ``gpu``, ``seed``, ``rate``,
+    ``rate_scale``, ``load``, ``policy_args``, ``on_unfit``, ``data_dir``, ``columns``, and the
+    engine knobs of ``build_engine``: ``tp``, ``kv_blocks``, ``max_num_batched_tokens``,
+    ``max_num_seqs``, ``profile``, ``preemption_mode``, ``swap_space_gib``,
+    ``gpu_memory_utilization``, ``block_size``, ``long_prefill_token_threshold``,
+    ``enable_chunked_prefill``, ``watermark``, ``max_model_len``, ``check``.
+    """
+    r = prepare(workload, policy, **kwargs)
     start = time.perf_counter()
-    log = run(state, config, steps.coef(), spec, params, progress=progress,
+    log = run(r.state, r.config, r.steps.coef(), r.spec, r.params, progress=progress,
               record_steps=record_steps)
-    wall = time.perf_counter() - start
-    counts = state.status_counts()
-    if counts["finished"] + counts["rejected"] != len(wl):
-        raise EngineError(f"requests unaccounted for at the end of the run: {counts}")
-    return Report(
-        requests=request_table(state),
-        rejected=rejected,
-        config={"workload": wl.name, "policy": policy, "policy_args": policy_knobs,
-                "model": model, "gpu": gpu, "seed": seed, "step_model": steps.name,
-                **rate_info, **asdict(config)},
-        steps=int(state.s[L.S_STEPS]),
-        simulated_seconds=float(state.t[L.T_NOW] - (wl.arrival_s[0] if len(wl) else 0.0)),
-        busy_seconds=float(state.t[L.T_BUSY]),
-        wall_seconds=wall,
-        preemptions_recompute=int(state.s[L.S_PREEMPT_RECOMPUTE]),
-        preemptions_swap=int(state.s[L.S_PREEMPT_SWAP]),
-        guard_overrides=int(state.s[L.S_GUARD_OVERRIDES]),
-        warmup_s=warmup_s,
-        slo=dict(slo or {}),
-        step_log=log,
-    )
+    return r.report(time.perf_counter() - start, warmup_s=warmup_s, slo=slo, step_log=log)
 
 
 def request_table(state: EngineState) -> dict[str, np.ndarray]:

@@ -172,48 +172,76 @@ def form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
     return not (s[S_BATCH] == 0 and s[S_PREEMPTED_NOW] == 1)
 
 
+PLAN_READY = 0   # a batch is formed: time it, then ``finish_step``
+PLAN_AGAIN = 1   # the clock jumped or a preemption emptied the batch: plan again
+PLAN_DONE = 2    # every request has finished or was rejected
+PLAN_STOP = 3    # the clock reached ``until``
+PLAN_ERROR = 4   # see ``s[S_ERROR]``
+
+
+@njit(cache=True, inline="always")
+def plan_step(rf, ri, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate, until):
+    """Admit arrivals, refresh the policy and form the next batch (``PLAN_*`` status)."""
+    now = t[T_NOW]
+    if now >= until:
+        return PLAN_STOP
+    n_req = rf.shape[0]
+    nxt = s[S_NEXT_ARRIVAL]
+    if nxt < n_req and rf[nxt, ARRIVAL] <= now:
+        admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
+    if s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] == 0:
+        if s[S_NEXT_ARRIVAL] >= n_req:
+            return PLAN_DONE
+        t[T_NOW] = min(rf[s[S_NEXT_ARRIVAL], ARRIVAL], until)  # idle: jump ahead
+        return PLAN_AGAIN
+    if cfg_f[CF_REFRESH_S] > 0.0 and now >= t[T_NEXT_REFRESH]:
+        t[T_NEXT_REFRESH] = now + cfg_f[CF_REFRESH_S]
+        if dispatch.refresh(cfg_i[C_POLICY], params, pstate):
+            reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
+    if not form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
+        return PLAN_AGAIN
+    if s[S_BATCH] == 0:
+        s[S_ERROR] = ERR_STALL
+        return PLAN_ERROR
+    return PLAN_READY
+
+
+@njit(cache=True, inline="always")
+def finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt):
+    """The planned batch ran for ``dt`` seconds: emit its tokens and advance the clock."""
+    end = t[T_NOW] + dt
+    emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end)
+    t[T_NOW] = end
+    t[T_BUSY] += dt
+    s[S_SWAP_BLOCKS] = 0
+    s[S_STEPS] += 1
+    if cfg_i[C_CHECK] == 1 and not blocks_conserved(ri, s, cfg_i):
+        s[S_ERROR] = ERR_BLOCKS
+
+
 @njit(cache=True)
 def run_engine(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate,
                log, max_steps, until):
     """Run engine steps until ``max_steps`` ran, every request is done, an error, or the clock
-    reached ``until`` (checked between steps; an idle engine stops at ``until``). Returns the
-    number of steps run. Fills ``log`` rows when it has any."""
-    n_req = rf.shape[0]
+    reached ``until`` (checked between steps; an idle engine stops at ``until``), timing each
+    batch with the step-time model. Returns the number of steps run; fills ``log`` rows when
+    it has any."""
     x = np.zeros(coef.shape[1])
-    refresh_s = cfg_f[CF_REFRESH_S]
     steps = 0
-    while steps < max_steps and t[T_NOW] < until:
-        now = t[T_NOW]
-        nxt = s[S_NEXT_ARRIVAL]
-        if nxt < n_req and rf[nxt, ARRIVAL] <= now:
-            admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
-        if s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] == 0:
-            if s[S_NEXT_ARRIVAL] >= n_req:
-                break
-            t[T_NOW] = min(rf[s[S_NEXT_ARRIVAL], ARRIVAL], until)  # idle: jump ahead
+    while steps < max_steps:
+        status = plan_step(rf, ri, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params,
+                           pstate, until)
+        if status == PLAN_AGAIN:
             continue
-        if refresh_s > 0.0 and now >= t[T_NEXT_REFRESH]:
-            t[T_NEXT_REFRESH] = now + refresh_s
-            if dispatch.refresh(cfg_i[C_POLICY], params, pstate):
-                reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
-        if not form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
-            continue
-        if s[S_BATCH] == 0:
-            s[S_ERROR] = ERR_STALL
+        if status != PLAN_READY:
             break
         batch_features(ri, batch, s[S_BATCH], x)
         swap_blocks = s[S_SWAP_BLOCKS]
         dt = step_time(coef, x) + swap_blocks * cfg_f[CF_SWAP_S_PER_BLOCK]
-        end = now + dt
-        emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end)
-        t[T_NOW] = end
-        t[T_BUSY] += dt
-        s[S_SWAP_BLOCKS] = 0
-        s[S_STEPS] += 1
+        finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt)
         if log.shape[0] > steps:
             log_step(log, steps, t, ri, queues, s, x, dt, swap_blocks)
         steps += 1
-        if cfg_i[C_CHECK] == 1 and not blocks_conserved(ri, s, cfg_i):
-            s[S_ERROR] = ERR_BLOCKS
+        if s[S_ERROR] != 0:
             break
     return steps
