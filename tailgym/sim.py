@@ -158,7 +158,8 @@ def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
     hint = spec.hint(wl.output_tokens, policy_knobs, np.random.default_rng([seed, POLICY_STREAM]))
     state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused,
                         hint=hint, pstate=spec.pstate(policy_knobs))
-    info = {"workload": wl.name, "policy": policy, "policy_args": policy_knobs, "model": model,
+    info = {"workload": wl.name, "policy": policy, "policy_args": policy_knobs,
+            "model": getattr(model, "name", model),
             "gpu": gpu, "seed": seed, "step_model": steps.name, **rate_info}
     return Run(wl, config, steps, spec, params, state, rejected, info)
 
