@@ -5,7 +5,8 @@ h100-80gb, max_num_batched_tokens 4096 and max_num_seqs 128, after a JIT warm-up
 the engine's wall time, steps/s and requests/s. Llama-2-7B's 4,096-token context would reject
 1,612 of the trace's requests, so the benchmark raises max_model_len to 16,384 to simulate
 every request (as a long-context 7B model would). Reference: Vidur took about 31 s for this
-trace on this class of machine (about 10k steps/s).
+trace on this class of machine (about 10k steps/s). Then env steps/s of the gymnasium
+environments.
 """
 import argparse
 import statistics
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tailgym.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--simulator-only", action="store_true", help="skip the env figures")
     args = parser.parse_args(argv)
     r = bench_simulator(args.repeats)
     print("simulator: azure-conv, FCFS, llama2-7b on h100-80gb, budget 4096, max_num_seqs 128")
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {r['steps_per_s']:,.0f} steps/s, {r['requests_per_s']:,.0f} requests/s; "
           f"{VIDUR_SECONDS / r['best_s']:.0f}x faster than Vidur's ~{VIDUR_SECONDS:.0f} s")
     print(f"  repeats identical: {r['identical']}")
+    if not args.simulator_only:
+        from .envs.bench import bench_serve_gamma
+        print("tailgym/ServeGamma-v0 (single env, random actions; target >= 2k steps/s):")
+        bench_serve_gamma()
     return 0
 
 
