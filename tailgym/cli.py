@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(see tailgym calibrate --help)", add_help=False)
     sub.add_parser("compare", help="run a policy x load x seed grid, tables and plots "
                                    "(see tailgym compare --help)", add_help=False)
+    sub.add_parser("hil", help="hardware in the loop: replay on a real PyTorch engine, or "
+                               "profile it (see tailgym hil --help; needs the [hil] extra)",
+                   add_help=False)
     sub.add_parser("bench", help="speed benchmark (same as python -m tailgym.bench)", add_help=False)
     return parser
 
@@ -155,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "calibrate":
         from .calibrate import cli
+        return cli(argv[1:])
+    if argv and argv[0] == "hil":
+        from .hil.cli import cli
         return cli(argv[1:])
     if argv and argv[0] == "compare":
         from .compare import cli
