@@ -24,7 +24,8 @@ def _ladder(lo: int, hi: int, ratio: int) -> list[int]:
 def default_shapes(max_tokens: int = 256, max_batch: int = 16, max_context: int = 512) -> list:
     """Prefill-only steps (chunks of 16..``max_tokens`` tokens over 1 or 4 requests, after 0
     to ``max_context`` computed tokens), decode-only steps (1..``max_batch`` requests at
-    contexts 16..``max_context``) and mixed steps (a chunk plus decodes). The defaults take
+    contexts 16..``max_context``), decode batches of mixed contexts, and mixed steps (a chunk
+    plus decodes). The defaults take
     seconds on a CPU with the tiny model; raise them for a GPU."""
     contexts = [0, *_ladder(16, max_context, 4)]
     shapes = [[(c, n // r)] * r for n in _ladder(16, max_tokens, 2) for r in (1, 4) if n // r >= 16
@@ -32,7 +33,14 @@ def default_shapes(max_tokens: int = 256, max_batch: int = 16, max_context: int 
     shapes += [[(c, 1)] * b for b in _ladder(1, max_batch, 2) for c in contexts[1:]]
     shapes += [[(c, n), *[(c, 1)] * b] for n in _ladder(16, max_tokens, 4)
                for b in _ladder(1, max_batch, 4) for c in contexts[1:]]
+    shapes += [mixed_contexts(b, max_context) for b in _ladder(2, max_batch, 2)]
     return shapes
+
+
+def mixed_contexts(batch: int, max_context: int) -> list:
+    """A decode batch whose contexts spread geometrically from 16 to ``max_context``, as in a
+    real replay (the executor then attends in several padded groups)."""
+    return [(int(c), 1) for c in np.geomspace(16, max_context, batch)]
 
 
 def features(shape) -> np.ndarray:
