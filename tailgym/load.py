@@ -14,6 +14,7 @@ from .data import cache_root
 from .engine import EngineState, run
 from .engine import layout as L
 from .policies import get_policy
+from .sim import admission_check
 
 
 def _key(workload, config, coef) -> str:
@@ -28,9 +29,8 @@ def _key(workload, config, coef) -> str:
 
 def measure_saturation(workload, config, coef) -> float:
     """Requests/s completed with all requests of ``workload`` arriving at once."""
-    fit = config.blocks_for_request(workload.prompt_tokens, workload.output_tokens)
-    keep = ((fit <= config.num_gpu_blocks - config.watermark_blocks)
-            & (workload.prompt_tokens + workload.output_tokens <= config.max_model_len))
+    refused, _ = admission_check(workload, config, on_unfit="reject")
+    keep = ~refused
     if not keep.any():
         raise ValueError(f"no request of {workload.name} fits the engine; cannot measure saturation")
     n = int(keep.sum())
