@@ -18,13 +18,15 @@ import argparse
 import itertools
 import os
 import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 import tailgym
+from tailgym.compare import Cell, make_policy, write_csv
+from tailgym.compare import run_grid as run_cells
 from tailgym.workload import load_workload
 
 MODEL, GPU, PROFILE = "llama3-8b", "a100-80gb", "vidur-llama3-8b-a100-80gb-tp1"
@@ -48,34 +50,28 @@ def window_spec(trace: str, seed: int, n_windows: int, arrivals: str) -> str:
     return f"{trace}:start={start},n={WINDOW}{ARRIVALS[arrivals]}"
 
 
-def run_cell(cell: dict) -> dict:
-    s = tailgym.simulate(cell["workload"], cell["policy"], model=MODEL, gpu=GPU, profile=PROFILE,
-                         seed=cell["seed"], load=cell["load"], kv_blocks=KV[cell["kv"]],
-                         policy_args=cell.get("args")).summary()
-    row = {k: v for k, v in cell.items() if k not in ("workload", "args", "label")}
-    row["policy"] = cell.get("label", cell["policy"])
-    row["args"] = ";".join(f"{k}={v}" for k, v in sorted((cell.get("args") or {}).items()))
-    for m in METRICS:
-        row.update({f"{m}_{q}": s[m][q] for q in STATS})
-    row.update(completed=s["requests_completed"], rejected=s["requests_rejected"],
-               preemptions=s["preemptions"], throughput=s["throughput_rps"])
-    return row
-
-
 def run_grid(cells: list[dict], processes: int, label: str) -> list[dict]:
+    """Run ``cells`` (dicts naming the condition, ``workload``, ``policy``, optional ``args``
+    and display ``label``) through ``tailgym.compare``'s grid, in a fresh scratch directory
+    so no result of an older code version is reused; one row per cell: its condition, then
+    the latency statistics and counts."""
     start = time.perf_counter()
-    with ProcessPoolExecutor(processes) as pool:
-        rows = list(pool.map(run_cell, cells, chunksize=4))
+    grid = [Cell(c["workload"], make_policy(c["policy"], c.get("args")), c["load"], c["seed"],
+                 model=MODEL, gpu=GPU, engine={"profile": PROFILE, "kv_blocks": KV[c["kv"]]})
+            for c in cells]
+    with tempfile.TemporaryDirectory() as scratch:
+        stats = run_cells(grid, scratch, processes)
+    rows = []
+    for c, s in zip(cells, stats):
+        row = {k: v for k, v in c.items() if k not in ("workload", "args", "label")}
+        row["policy"] = c.get("label", c["policy"])
+        row["args"] = ";".join(f"{k}={v}" for k, v in sorted((c.get("args") or {}).items()))
+        row.update({f"{m}_{q}": s[f"{m}_{q}"] for m in METRICS for q in STATS})
+        row.update(completed=s["requests_completed"], rejected=s["requests_rejected"],
+                   preemptions=s["preemptions"], throughput=s["throughput_rps"])
+        rows.append(row)
     print(f"{label}: {len(cells)} runs in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return rows
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    keys = list(rows[0])
-    with open(path, "w") as f:
-        f.write(",".join(keys) + "\n")
-        for r in rows:
-            f.write(",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + "\n")
 
 
 def headline_cells(seeds, loads, policies, args_for=lambda trace, p: None) -> list[dict]:
