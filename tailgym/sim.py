@@ -9,7 +9,7 @@ from .engine import EngineConfig, EngineError, EngineState, run
 from .engine import layout as L
 from .hardware import StepTimeModel
 from .metrics import Report
-from .policies import PolicySpec, get_policy, resolve
+from .policies import POLICIES, PolicySpec, get_policy, resolve
 from .workload import Workload, WorkloadError, load_workload
 
 SWAP_SPACE_GIB = 4.0  # vLLM v0 default swap space per GPU
@@ -110,6 +110,19 @@ def apply_rate(workload: Workload, config: EngineConfig, coef, *, rate=None, rat
     return workload, info
 
 
+def external_hint(hint, workload: Workload) -> np.ndarray:
+    """``hint`` as float64, checked: one finite value > 0 per request of ``workload``."""
+    h = np.array(hint, dtype=np.float64)
+    if h.shape != (len(workload),):
+        raise ValueError(f"hint has shape {h.shape}; expected ({len(workload)},), one predicted "
+                         f"output length per request of {workload.name}")
+    bad = np.flatnonzero(~(np.isfinite(h) & (h > 0)))
+    if bad.size:
+        raise ValueError(f"hint[{bad[0]}] = {float(h[bad[0]])}: predicted output lengths must be finite "
+                         f"and > 0 ({bad.size} bad values)")
+    return h
+
+
 @dataclass
 class Run:
     """Everything a run needs, prepared from the user's arguments (see ``prepare``)."""
@@ -147,20 +160,35 @@ def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
             gpu: str = "h100-80gb", seed: int = 0, rate: float | None = None,
             rate_scale: float | None = None, load: float | None = None,
             policy_args: dict | None = None, on_unfit: str = "error", data_dir=None,
-            columns=None, **knobs) -> Run:
-    """Resolve the workload, engine, step-time model and policy into a ready ``Run``."""
-    get_policy(policy)  # unknown names fail before any work
+            columns=None, hint=None, **knobs) -> Run:
+    """Resolve the workload, engine, step-time model and policy into a ready ``Run``.
+
+    ``hint``: optional predicted output length of each request of the loaded workload
+    (finite, > 0), used instead of the policy's own draw (``PolicySpec.hint``), e.g. a
+    learned predictor's output; only for policies that read output lengths
+    (``srpt-predicted``, ``sjf-oracle``...). Recorded as ``"hint": "external"``.
+    """
+    if not get_policy(policy).reads_output_length and hint is not None:  # unknown names fail first
+        readers = ", ".join(n for n, p in POLICIES.items() if p.reads_output_length)
+        raise ValueError(f"policy {policy!r} does not read output lengths, so it takes no hint; "
+                         f"policies that do: {readers}")
     wl = load_workload(workload, data_dir=data_dir, seed=seed, columns=columns)
     config, steps = build_engine(model, gpu, **knobs)
     spec, policy_knobs, params = resolve(policy, policy_args, steps.coef(), config.max_num_seqs)
     wl, rate_info = apply_rate(wl, config, steps.coef(), rate=rate, rate_scale=rate_scale, load=load)
     refused, rejected = admission_check(wl, config, on_unfit)
-    hint = spec.hint(wl.output_tokens, policy_knobs, np.random.default_rng([seed, POLICY_STREAM]))
+    external = hint is not None
+    if external:
+        hint = external_hint(hint, wl)
+    else:
+        hint = spec.hint(wl.output_tokens, policy_knobs, np.random.default_rng([seed, POLICY_STREAM]))
     state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused,
                         hint=hint, pstate=spec.pstate(policy_knobs))
     info = {"workload": wl.name, "policy": policy, "policy_args": policy_knobs,
             "model": getattr(model, "name", model),
             "gpu": gpu, "seed": seed, "step_model": steps.name, **rate_info}
+    if external:
+        info["hint"] = "external"
     return Run(wl, config, steps, spec, params, state, rejected, info)
 
 
@@ -171,7 +199,8 @@ def simulate(workload, policy: str = "fcfs", *, warmup_s: float = 0.0,
     through one engine running ``policy`` and return the report.
 
     ``kwargs`` are those of ``prepare``: ``model``, ``gpu``, ``seed``, ``rate``,
-    ``rate_scale``, ``load``, ``policy_args``, ``on_unfit``, ``data_dir``, ``columns``, and the
+    ``rate_scale``, ``load``, ``policy_args``, ``on_unfit``, ``data_dir``, ``columns``, ``hint``
+    (predicted output lengths replacing the policy's own), and the
     engine knobs of ``build_engine``: ``tp``, ``kv_blocks``, ``max_num_batched_tokens``,
     ``max_num_seqs``, ``profile``, ``preemption_mode``, ``swap_space_gib``,
     ``gpu_memory_utilization``, ``block_size``, ``long_prefill_token_threshold``,

@@ -1,0 +1,1 @@
+"""Learned baselines: training and evaluation scripts (CleanRL style, one file each)."""
