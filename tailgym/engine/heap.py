@@ -67,3 +67,49 @@ def heapify(heap, n, rf):
     """Restore the heap property of ``heap[:n]`` after priorities changed in place."""
     for start in range(n // 2 - 1, -1, -1):
         _sift_down(heap, n, start, rf)
+
+
+@njit(cache=True)
+def heap_remove(heap, s, slot, rf, pos):
+    """Remove the entry at ``pos`` (any position) and restore the heap."""
+    n = s[slot] - 1
+    s[slot] = n
+    if pos == n:
+        return
+    heap[pos] = heap[n]
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if not before(rf, heap[pos], heap[parent]):
+            break
+        heap[pos], heap[parent] = heap[parent], heap[pos]
+        pos = parent
+    _sift_down(heap, n, pos, rf)
+
+
+@njit(cache=True)
+def heap_head(heap, n, rf, out, start, limit, frontier):
+    """Write the best ``limit`` entries of ``heap[:n]`` in service order into ``out[start:]``
+    (a best-first walk of the tree, O(limit^2), with ``frontier`` as scratch of size
+    ``limit + 1`` or more). Returns how many were written."""
+    if n == 0 or limit <= 0:
+        return 0
+    frontier[0] = 0  # heap positions, kept sorted best first
+    size = 1
+    count = 0
+    while size > 0 and count < limit:
+        pos = frontier[0]
+        for f in range(1, size):
+            frontier[f - 1] = frontier[f]
+        size -= 1
+        out[start + count] = heap[pos]
+        count += 1
+        for child in (2 * pos + 1, 2 * pos + 2):
+            if child >= n:
+                continue
+            f = size
+            while f > 0 and before(rf, heap[child], heap[frontier[f - 1]]):
+                frontier[f] = frontier[f - 1]
+                f -= 1
+            frontier[f] = child
+            size += 1
+    return count

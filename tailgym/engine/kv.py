@@ -46,10 +46,9 @@ def should_swap(ri, i, s, cfg_i, cfg_f, coef):
 
 
 @njit(cache=True)
-def preempt(i, rf, ri, queues, s, cfg_i, cfg_f, coef):
-    """Evict running request ``i`` by swap or recompute (``should_swap``). The caller removes
-    ``i`` from the running list."""
-    swap = should_swap(ri, i, s, cfg_i, cfg_f, coef)
+def preempt(i, rf, ri, queues, s, swap):
+    """Evict running request ``i`` by swap (its blocks must fit the free host blocks) or
+    recompute. The caller removes ``i`` from the running list."""
     held = ri[i, BLOCKS]
     s[S_FREE_BLOCKS] += held
     ri[i, BLOCKS] = 0

@@ -17,7 +17,7 @@ Each pass appends ``(request, new tokens)`` to ``batch``.
 from numba import njit
 
 from .heap import before, heap_pop
-from .kv import blocks_for, extra_blocks, preempt
+from .kv import blocks_for, extra_blocks, preempt, should_swap
 from .layout import (BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GUARD_K, C_LONG_PREFILL,
                      C_MAX_SEQS, C_VICTIM, C_WATERMARK, CF_DELTA, COMPUTED, FIRST_SCHED,
                      GENERATED, GUARD, HOST_BLOCKS, PRIO, PROMPT, Q_RUNNING, Q_SWAPPED,
@@ -83,7 +83,7 @@ def evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef):
     victim = running[pos]
     remove_at(running, s[S_N_RUNNING], pos)
     s[S_N_RUNNING] -= 1
-    preempt(victim, rf, ri, queues, s, cfg_i, cfg_f, coef)
+    preempt(victim, rf, ri, queues, s, should_swap(ri, victim, s, cfg_i, cfg_f, coef))
     return victim
 
 

@@ -180,8 +180,10 @@ PLAN_ERROR = 4   # see ``s[S_ERROR]``
 
 
 @njit(cache=True, inline="always")
-def plan_step(rf, ri, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate, until):
-    """Admit arrivals, refresh the policy and form the next batch (``PLAN_*`` status)."""
+def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until):
+    """Admit arrivals and refresh the policy before a step is scheduled. ``PLAN_READY`` when
+    a batch may be formed now, else ``PLAN_STOP``, ``PLAN_DONE`` or ``PLAN_AGAIN`` (an idle
+    engine jumped its clock to the next arrival)."""
     now = t[T_NOW]
     if now >= until:
         return PLAN_STOP
@@ -198,7 +200,16 @@ def plan_step(rf, ri, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pst
         t[T_NEXT_REFRESH] = now + cfg_f[CF_REFRESH_S]
         if dispatch.refresh(cfg_i[C_POLICY], params, pstate):
             reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
-    if not form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
+    return PLAN_READY
+
+
+@njit(cache=True, inline="always")
+def plan_step(rf, ri, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate, until):
+    """Admit arrivals, refresh the policy and form the next batch (``PLAN_*`` status)."""
+    status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until)
+    if status != PLAN_READY:
+        return status
+    if not form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, t[T_NOW]):
         return PLAN_AGAIN
     if s[S_BATCH] == 0:
         s[S_ERROR] = ERR_STALL

@@ -1,5 +1,7 @@
 """Gymnasium environments on the tailgym engine (ids in ``registration.ENVS``)."""
 from .registration import ENVS, register_envs
+from .serve import ServeEnv
 from .serve_gamma import ServeGammaEnv
+from .serve_priority import ServePriorityEnv
 
-__all__ = ["ENVS", "ServeGammaEnv", "register_envs"]
+__all__ = ["ENVS", "ServeEnv", "ServeGammaEnv", "ServePriorityEnv", "register_envs"]

@@ -8,14 +8,19 @@ Importing this module registers them, so these work in a fresh process (and in
 """
 import gymnasium
 
-ENVS = {"tailgym/ServeGamma-v0": "tailgym.envs.serve_gamma:ServeGammaEnv"}
+ENVS = {"tailgym/Serve-v0": "tailgym.envs.serve:ServeEnv",
+        "tailgym/ServeGamma-v0": "tailgym.envs.serve_gamma:ServeGammaEnv",
+        "tailgym/ServePriority-v0": "tailgym.envs.serve_priority:ServePriorityEnv",
+        "tailgym/ServeHIL-v0": "tailgym.envs.serve_hil:ServeHILEnv"}
+NONDETERMINISTIC = {"tailgym/ServeHIL-v0"}  # measured step times
 
 
 def register_envs() -> None:
     """Register every tailgym environment id with gymnasium; repeated calls do nothing."""
     for env_id, entry_point in ENVS.items():
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=entry_point)
+            gymnasium.register(id=env_id, entry_point=entry_point,
+                               nondeterministic=env_id in NONDETERMINISTIC)
 
 
 register_envs()

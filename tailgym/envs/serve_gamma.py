@@ -40,20 +40,16 @@ simulated time has passed. The last step's ``info["tailgym"]`` is the run's
 """
 import math
 import time
-from dataclasses import asdict
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ..engine import EngineState, run
+from ..engine import run
 from ..engine import layout as L
 from ..engine.step import reprioritize_all
-from ..metrics import Report
-from ..policies import online, resolve
+from ..policies import online
 from ..policies import uniboost as U
-from ..sim import admission_check, apply_rate, build_engine, request_table
-from ..workload import load_workload
+from .base import LOG_HIGH, ServingEnv
 
 # knob -> (scale, low, high) of the value an action coordinate maps onto (exponents for logs)
 KNOBS = {"gamma": ("log10", -3.0, 3.0), "k": ("log2", 4.0, 10.0), "delta": ("linear", 0.0, 1.0)}
@@ -61,8 +57,7 @@ KNOB_PARAM = {"gamma": U.GAMMA, "k": U.K, "delta": U.DELTA}
 GLOBALS = ("kv_util", "waiting", "running", "swapped", "arrival_rate", "completions",
            "ttlt_p50", "ttlt_p90", "ttlt_p99", "ttft_p50", "ttft_p90", "ttft_p99",
            "preemptions", "oldest_age")
-GLOBALS_HIGH = np.r_[1.0, np.full(len(GLOBALS) - 1, np.log1p(np.finfo(np.float32).max))]
-REWARDS = ("integral", "tail")
+GLOBALS_HIGH = np.r_[1.0, np.full(len(GLOBALS) - 1, LOG_HIGH)]
 QUANTILES = np.array([0.5, 0.9, 0.99])
 
 
@@ -95,19 +90,12 @@ def quantiles(x: np.ndarray) -> np.ndarray:
     return x[lo] + (x[hi] - x[lo]) * (pos - lo)
 
 
-class ServeGammaEnv(gym.Env):
+class ServeGammaEnv(ServingEnv):
     """UniBoost knob tuning on one simulated serving engine (see the module docstring).
 
-    ``workload`` is a workload spec (``tailgym.load_workload``); ``model``, ``gpu``,
-    ``profile``, ``kv_blocks``, ``max_num_batched_tokens``, ``max_num_seqs`` and
-    ``preemption_mode`` configure the engine (``tailgym.sim.build_engine``). At most one of
-    ``rate`` (req/s), ``rate_scale`` or ``load`` sets the arrival rate; ``load`` is turned into
-    a rate once, on the seed-0 draw, so every episode has the same mean rate. ``policy_args``
-    are further UniBoost knobs (any but ``gamma_mode``, which is ``fixed``); ``on_unfit`` as in
-    ``simulate`` (default ``reject``: requests that never fit the KV cache are left out).
+    Engine, workload, rate, reward and episode kwargs as ``ServingEnv``; ``policy_args`` are
+    further UniBoost knobs (any but ``gamma_mode``, which is ``fixed``).
     """
-
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, workload: str = "default:n=2000", model: str = "llama3-8b",
                  gpu: str = "h100-80gb", profile: str | None = None, load: float | None = None,
@@ -118,84 +106,39 @@ class ServeGammaEnv(gym.Env):
                  reward: str = "integral", reward_scale: float = 1.0, slo_s: float = 10.0,
                  horizon_s: float | None = None, on_unfit: str = "reject",
                  render_mode: str | None = None):
-        if not isinstance(workload, str):
-            raise TypeError(f"workload must be a spec string (JSON-serialisable), "
-                            f"got {type(workload).__name__}")
         self.tune = tuple(name.strip() for name in tune.split(","))
         if not self.tune or len(set(self.tune)) != len(self.tune) or set(self.tune) - set(KNOBS):
             raise ValueError(f"tune must name distinct knobs of {', '.join(KNOBS)} "
                              f"separated by commas, got {tune!r}")
-        if reward not in REWARDS:
-            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
-        for name, value in (("interval_s", interval_s), ("slo_s", slo_s), ("horizon_s", horizon_s)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value}")
-        if not np.isfinite(reward_scale):
-            raise ValueError(f"reward_scale must be finite, got {reward_scale}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of "
-                             f"{', '.join(self.metadata['render_modes'])}, got {render_mode!r}")
+        if not (np.isfinite(interval_s) and interval_s > 0):
+            raise ValueError(f"interval_s must be finite and > 0, got {interval_s}")
         policy_args = dict(policy_args or {})
         if "gamma_mode" in policy_args:
             raise ValueError("policy_args may not set gamma_mode: the agent sets gamma "
                              "(mode fixed)")
-
-        self.workload, self.model, self.gpu = workload, model, gpu
-        self.interval_s, self.horizon_s, self.slo_s = float(interval_s), horizon_s, float(slo_s)
-        self.reward, self.reward_scale, self.render_mode = reward, float(reward_scale), render_mode
-        self._on_unfit = on_unfit
-        self._config, steps = build_engine(
-            model, gpu, profile=profile, kv_blocks=kv_blocks, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens, preemption_mode=preemption_mode)
-        self._coef, self._step_model = steps.coef(), steps.name
-        self._spec, self._knobs, self._base_params = resolve(
-            "uniboost", {**policy_args, "gamma_mode": "fixed"}, self._coef,
-            self._config.max_num_seqs)
+        super().__init__(workload, model, gpu, profile, load, rate, rate_scale, kv_blocks,
+                         max_num_batched_tokens, max_num_seqs, preemption_mode, reward,
+                         reward_scale, slo_s, horizon_s, on_unfit, render_mode)
+        self.interval_s = float(interval_s)
+        self._set_policy("uniboost", {**policy_args, "gamma_mode": "fixed"})
+        self._base_params = self._params.copy()
         for name in self.tune:
             low, high = knob_value(name, -1.0), knob_value(name, 1.0)
             if not low <= self._knobs[name] <= high:
                 raise ValueError(f"policy_args {name}={self._knobs[name]} is outside the range "
                                  f"the action maps onto ({low:g}..{high:g})")
-
-        base = load_workload(workload, seed=0)
-        same = base.fingerprint() == load_workload(workload, seed=1).fingerprint()
-        self._fixed_workload = base if same else None  # seed-independent: load it once
-        _, rate_info = apply_rate(base, self._config, self._coef, rate=rate,
-                                  rate_scale=rate_scale, load=load)
-        self._rate = rate_info["load"] * rate_info["saturation_rps"] if load is not None else rate
-        self._rate_scale = rate_scale
-        self._load_info = {k: rate_info[k] for k in ("load", "saturation_rps") if k in rate_info}
-        admission_check(base, self._config, on_unfit)  # bad on_unfit or unfit rows fail here
-
         self.action_space = spaces.Box(-1.0, 1.0, (len(self.tune),), np.float32)
         self.observation_space = spaces.Dict({
             "globals": spaces.Box(0.0, GLOBALS_HIGH, (len(GLOBALS),), np.float32),
             "knobs": spaces.Box(-1.0, 1.0, (len(KNOBS),), np.float32)})
-        self.workload_seed = None
-        self._state = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.workload_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31))
-        wl = self._fixed_workload or load_workload(self.workload, seed=self.workload_seed)
-        wl, self._rate_info = apply_rate(wl, self._config, self._coef, rate=self._rate,
-                                         rate_scale=self._rate_scale)
-        refused, self._rejected = admission_check(wl, self._config, self._on_unfit)
-        # uniboost is prediction-free: no hint, no policy randomness
-        self._state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, self._config,
-                                  refused, pstate=self._spec.pstate(self._knobs))
+        info = self._new_episode(seed)  # uniboost is prediction-free: no policy randomness
         self._params = self._base_params.copy()
-        self._workload_name = wl.name
-        self._t_start = float(self._state.t[L.T_NOW])
-        self._lo = 0            # every request before this index has finished or was rejected
-        self._arrived = 0       # requests arrived so far (rejected ones included)
         self._preemptions = 0
-        self._wall = 0.0
-        self._history = []      # (t, waiting, running, swapped, kv_util) per decision
         obs, _ = self._observe(self._t_start)
-        return obs, {"workload_seed": self.workload_seed, "t": self._t_start,
-                     "requests": self._state.n_requests, "rejected": len(self._rejected),
-                     **self._rate_info}
+        return obs, info
 
     def step(self, action):
         if self._state is None:
@@ -211,9 +154,8 @@ class ServeGammaEnv(gym.Env):
         run(st, self._config, self._coef, self._spec, self._params, until=t0 + self.interval_s)
         self._wall += time.perf_counter() - start
         obs, info = self._observe(t0)
-        terminated = int(st.s[L.S_N_FINISHED]) + len(self._rejected) == st.n_requests
-        truncated = (not terminated and self.horizon_s is not None
-                     and info["t"] - self._t_start >= self.horizon_s)
+        terminated = self._all_done()
+        truncated = self._truncated(terminated)
         penalty = info["in_system_s"] if self.reward == "integral" else info["slo_violations"]
         if terminated or truncated:
             info["tailgym"] = self.report().summary()
@@ -233,102 +175,31 @@ class ServeGammaEnv(gym.Env):
 
     def _observe(self, t0: float):
         """Observation and per-interval counts for the interval from ``t0`` to now."""
-        st, rf, ri, s = self._state, self._state.rf, self._state.ri, self._state.s
-        t1 = float(st.t[L.T_NOW])
-        arrival = rf[:, L.ARRIVAL]
-        k = int(np.searchsorted(arrival, t1, side="right"))
-        rows = slice(self._lo, k)  # requests that may have been in the system since t0
-        status, done, arr = ri[rows, L.STATUS], rf[rows, L.DONE], arrival[rows]
-        overlap = np.fmin(done, t1) - np.maximum(arr, t0)  # nan done (unfinished) -> until t1
-        in_system_s = float(overlap[(status != L.ST_REJECTED) & (overlap > 0)].sum())
-        fin = (status == L.ST_FINISHED) & (done > t0)
-        ttlt = done[fin] - arr[fin]
-        ttft = rf[rows, L.FIRST_TOKEN][fin] - arr[fin]
-        still_open = np.flatnonzero((status != L.ST_FINISHED) & (status != L.ST_REJECTED))
-        self._lo += int(still_open[0]) if still_open.size else k - self._lo
-        oldest_age = t1 - arrival[self._lo] if self._lo < k else 0.0
-        arrivals, self._arrived = k - self._arrived, k
+        s, t1 = self._state.s, float(self._state.t[L.T_NOW])
+        iv = self._interval(t0)
         preempted = int(s[L.S_PREEMPT_RECOMPUTE] + s[L.S_PREEMPT_SWAP])
         preemptions, self._preemptions = preempted - self._preemptions, preempted
         kv_util = 1.0 - s[L.S_FREE_BLOCKS] / self._config.num_gpu_blocks
         counts = [s[L.S_N_WAITING], s[L.S_N_RUNNING], s[L.S_N_SWAPPED]]
-        rate = arrivals / (t1 - t0) if t1 > t0 else 0.0
-        logged = np.concatenate([counts, [rate, fin.sum()], quantiles(ttlt), quantiles(ttft),
-                                 [preemptions, oldest_age]])
+        rate = iv["arrivals"] / (t1 - t0) if t1 > t0 else 0.0
+        logged = np.concatenate([counts, [rate, iv["ttlt"].size], quantiles(iv["ttlt"]),
+                                 quantiles(iv["ttft"]), [preemptions, iv["oldest_age"]]])
         values = np.concatenate([[kv_util], np.log1p(logged)])
         knobs = [knob_action(name, self._params[KNOB_PARAM[name]]) for name in KNOBS]
-        self._history.append((t1 - self._t_start, *counts, kv_util))
+        if self.render_mode is not None:
+            self._record()
         obs = {"globals": values.astype(np.float32), "knobs": np.array(knobs, dtype=np.float32)}
-        info = {"t": t1, "arrivals": arrivals, "completions": int(fin.sum()),
-                "preemptions": preemptions, "slo_violations": int((ttlt > self.slo_s).sum()),
-                "in_system_s": in_system_s,
+        info = {"t": t1, "arrivals": iv["arrivals"], "completions": int(iv["ttlt"].size),
+                "preemptions": preemptions, "slo_violations": iv["slo_violations"],
+                "in_system_s": iv["in_system_s"],
                 **{name: float(self._params[KNOB_PARAM[name]]) for name in KNOBS}}
         return obs, info
 
-    def report(self) -> Report:
-        """The episode so far as a ``Report`` (per-request arrays and summary statistics)."""
-        st = self._state
-        if st is None:
-            raise RuntimeError("call reset() before report()")
-        return Report(
-            requests=request_table(st),
-            rejected=self._rejected,
-            config={"workload": self._workload_name, "policy": "uniboost",
-                    "policy_args": self._knobs, "tune": ",".join(self.tune),
-                    "interval_s": self.interval_s, "model": self.model, "gpu": self.gpu,
-                    "seed": self.workload_seed, "step_model": self._step_model,
-                    **self._load_info, **self._rate_info, **asdict(self._config)},
-            steps=int(st.s[L.S_STEPS]),
-            simulated_seconds=float(st.t[L.T_NOW]) - self._t_start,
-            busy_seconds=float(st.t[L.T_BUSY]),
-            wall_seconds=self._wall,
-            preemptions_recompute=int(st.s[L.S_PREEMPT_RECOMPUTE]),
-            preemptions_swap=int(st.s[L.S_PREEMPT_SWAP]),
-            slo={"ttlt": self.slo_s},
-        )
+    def _config_info(self) -> dict:
+        return {**super()._config_info(), "tune": ",".join(self.tune),
+                "interval_s": self.interval_s}
 
-    def render(self):
-        if self.render_mode is None or self._state is None:
-            return None
-        return self._render_ansi() if self.render_mode == "ansi" else self._render_rgb()
-
-    def _render_ansi(self, max_rows: int = 10) -> str:
-        """Knobs, queue counts, a KV-occupancy bar and the best-priority requests in the system."""
-        st, rf, ri, s = self._state, self._state.rf, self._state.ri, self._state.s
-        t, waiting, running, swapped, kv_util = self._history[-1]
+    def _header(self) -> str:
         p = self._params
-        bar = "#" * round(20 * kv_util) + "." * (20 - round(20 * kv_util))
-        lines = [f"t={t:.1f}s  gamma={p[U.GAMMA]:.4g}/s  k={p[U.K]:g}  delta={p[U.DELTA]:.3g}s",
-                 (f"waiting {waiting}  running {running}  swapped {swapped}  "
-                  f"finished {s[L.S_N_FINISHED]}/{st.n_requests}"),
-                 f"KV [{bar}] {100 * kv_util:.0f}% of {self._config.num_gpu_blocks} blocks",
-                 (f"{'req':>6} {'status':>8} {'age_s':>8} {'prompt':>7} {'gen':>6} "
-                  f"{'blocks':>6} {'prio':>10}")]
-        names = {L.ST_WAITING: "waiting", L.ST_RUNNING: "running", L.ST_SWAPPED: "swapped"}
-        queued = np.flatnonzero(np.isin(ri[:, L.STATUS], list(names)))
-        for i in queued[np.argsort(rf[queued, L.PRIO], kind="stable")][:max_rows]:
-            age = st.t[L.T_NOW] - rf[i, L.ARRIVAL]
-            lines.append(f"{i:>6} {names[ri[i, L.STATUS]]:>8} {age:>8.2f} {ri[i, L.PROMPT]:>7} "
-                         f"{ri[i, L.GENERATED]:>6} {ri[i, L.BLOCKS]:>6} {rf[i, L.PRIO]:>10.4g}")
-        return "\n".join(lines)
-
-    def _render_rgb(self) -> np.ndarray:
-        """Queue lengths and KV occupancy over the episode, as an (H, W, 3) uint8 picture."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        h = np.array(self._history, dtype=np.float64)
-        fig = Figure(figsize=(4, 3), dpi=80)
-        canvas = FigureCanvasAgg(fig)
-        top, bottom = fig.subplots(2, 1, sharex=True)
-        for col, label in ((1, "waiting"), (2, "running"), (3, "swapped")):
-            top.step(h[:, 0], h[:, col], where="post", label=label)
-        top.set_ylabel("requests")
-        top.legend(fontsize=6, loc="upper left")
-        bottom.fill_between(h[:, 0], h[:, 4], step="post", alpha=0.6)
-        bottom.set_ylim(0, 1)
-        bottom.set_ylabel("KV used")
-        bottom.set_xlabel("simulated s")
-        fig.tight_layout()
-        canvas.draw()
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        return (f"{super()._header()}  gamma={p[U.GAMMA]:.4g}/s  k={p[U.K]:g}  "
+                f"delta={p[U.DELTA]:.3g}s")

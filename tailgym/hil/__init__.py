@@ -11,9 +11,9 @@ _EXPORTS = {
     "tiny_model": "model", "model_spec": "model", "Llama": "model",
     "PagedKVCache": "kv_cache", "HILExecutor": "executor", "token_ids": "executor",
     "default_shapes": "profiler", "profile": "profiler", "write_profile_csv": "profiler",
-    "run_hil": "driver",
+    "run_hil": "driver", "HILEngine": "driver",
 }
-__all__ = ["HILExecutor", "Llama", "PagedKVCache", "default_shapes", "model_spec", "profile", "run_hil",
+__all__ = ["HILEngine", "HILExecutor", "Llama", "PagedKVCache", "default_shapes", "model_spec", "profile", "run_hil",
            "tiny_model", "token_ids", "write_profile_csv"]
 
 

@@ -66,6 +66,46 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class HILEngine:
+    """The real engine behind one ``EngineState``: the paged KV pool, its block tables and
+    the executor. ``execute`` runs the batch the numba scheduler just formed."""
+
+    def __init__(self, spec, config, n_requests: int, *, device: str = "cpu", dtype=None,
+                 seed: int = 0):
+        extra = {"dtype": dtype} if dtype else {}
+        self.device = device
+        self.cache = PagedKVCache(spec, config.num_gpu_blocks, config.block_size, device=device,
+                                  host_blocks=config.num_host_blocks, **extra)
+        self.executor = HILExecutor(spec, self.cache, device=device, seed=seed, **extra)
+        self.config = config
+        self.new_episode(n_requests)
+
+    def new_episode(self, n_requests: int) -> None:
+        """Empty block tables for a new run (the weights and the pool stay)."""
+        self.tables = BlockTables(self.config.num_gpu_blocks, self.config.num_host_blocks,
+                                  n_requests)
+
+    def execute(self, st) -> float:
+        """Apply the plan's evictions and swaps to the KV pool, run the batch; seconds taken
+        (the step plus the KV swap copies)."""
+        nb = int(st.s[L.S_BATCH])
+        t0 = time.perf_counter()
+        self.tables.sync(st.ri, self.cache)
+        if len(self.tables.free) != st.s[L.S_FREE_BLOCKS]:
+            raise RuntimeError("KV block tables out of step with the engine's accounting")
+        swap_s = 0.0
+        if st.s[L.S_SWAP_BLOCKS]:
+            _synchronize(self.device)
+            swap_s = time.perf_counter() - t0
+        reqs = [(int(i), int(st.ri[i, L.COMPUTED]), int(n), self.tables.gpu[i])
+                for i, n in zip(st.batch[0, :nb], st.batch[1, :nb])]
+        return self.executor.step(reqs) + swap_s
+
+    def release(self, st) -> None:
+        """Free the blocks of requests that finished in the last step."""
+        self.tables.sync(st.ri, self.cache)
+
+
 def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str = "cpu",
             limit: int | None = None, kv_blocks: int = 512, dtype=None, seed: int = 0,
             data_dir=None, **kwargs):
@@ -81,14 +121,9 @@ def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str 
     if limit is not None:
         wl = wl.head(limit)
     run = prepare(wl, policy, model=spec, seed=seed, kv_blocks=kv_blocks, **kwargs)
-    cfg = run.config
-    cache = PagedKVCache(spec, cfg.num_gpu_blocks, cfg.block_size, device=device,
-                         host_blocks=cfg.num_host_blocks, **({"dtype": dtype} if dtype else {}))
-    executor = HILExecutor(spec, cache, device=device, seed=seed,
-                           **({"dtype": dtype} if dtype else {}))
-    tables = BlockTables(cfg.num_gpu_blocks, cfg.num_host_blocks, run.state.n_requests)
     st = run.state
-    cfg_i, cfg_f = cfg.arrays(run.spec, run.params)
+    engine = HILEngine(spec, run.config, st.n_requests, device=device, dtype=dtype, seed=seed)
+    cfg_i, cfg_f = run.config.arrays(run.spec, run.params)
     coef = run.steps.coef()
     x = np.zeros(L.N_FEATURES)
     log = []
@@ -102,23 +137,12 @@ def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str 
             break
         if status != PLAN_READY:
             raise RuntimeError(f"engine error {st.s[L.S_ERROR]} at t={st.t[L.T_NOW]:.3f}s")
-        nb = int(st.s[L.S_BATCH])
-        batch_features(st.ri, st.batch, nb, x)
-        t0 = time.perf_counter()
-        tables.sync(st.ri, cache)
-        if len(tables.free) != st.s[L.S_FREE_BLOCKS]:
-            raise RuntimeError("KV block tables out of step with the engine's accounting")
-        swap_s = 0.0
-        if st.s[L.S_SWAP_BLOCKS]:
-            _synchronize(device)
-            swap_s = time.perf_counter() - t0
-        reqs = [(int(i), int(st.ri[i, L.COMPUTED]), int(n), tables.gpu[i])
-                for i, n in zip(st.batch[0, :nb], st.batch[1, :nb])]
-        dt = executor.step(reqs) + swap_s
+        batch_features(st.ri, st.batch, int(st.s[L.S_BATCH]), x)
+        dt = engine.execute(st)
         finish_step(st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t, cfg_i,
                     run.params, st.pstate, dt)
         log.append((*x, dt))
-    tables.sync(st.ri, cache)  # release the last finished requests' blocks
+    engine.release(st)
     report = run.report(time.perf_counter() - start)
     report.config.update(device=device, hil_model=spec.name)
     return report, np.array(log).reshape(-1, L.N_FEATURES + 1)

@@ -19,7 +19,8 @@ from .uniboost import (ALPHA_D, ALPHA_P, build_table, gamma_boost_priority, refr
                        uniboost_dist_priority, uniboost_priority)
 
 (FCFS, SJF_ORACLE, SRPT_ORACLE, SRPT_PREDICTED, LTR, LAS, MLFQ, GAMMA_BOOST_ORACLE, UNIBOOST,
- UNIBOOST_DIST) = range(10)
+ UNIBOOST_DIST, EXTERNAL) = range(11)
+UNSCORED = 2.0  # EXTERNAL: priority of a request nobody scored (agent scores lie in [-1, 1])
 GAMMA_POLICIES = (GAMMA_BOOST_ORACLE, UNIBOOST, UNIBOOST_DIST)
 
 
@@ -43,6 +44,8 @@ def priority(pid, params, pstate, hint, rf, ri, i, now):
         return uniboost_priority(params, pstate, rf, ri, i)
     if pid == UNIBOOST_DIST:
         return uniboost_dist_priority(params, pstate, rf, ri, i)
+    if pid == EXTERNAL:  # set from outside (tailgym/ServePriority-v0); FCFS until then
+        return UNSCORED
     raise ValueError("unknown policy id")
 
 

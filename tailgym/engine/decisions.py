@@ -1,0 +1,402 @@
+"""Decision-event stepping: the vLLM scheduler with its two choices handed to an agent.
+
+``advance`` runs the engine (``MODE_VLLM`` semantics, see ``schedule``) until one of its
+choices is pending, with the clock frozen:
+
+* **evict** (``K_EVICT``): running request ``running[k]`` needs KV blocks the cache does not
+  have. The agent picks the running request to preempt (it may be ``running[k]`` itself,
+  which ends the running pass as in vLLM; one already scheduled this step leaves the batch).
+* **swap or recompute** (``K_SWAP``, swap mode only, when the victim fits the host space):
+  action 0 recomputes, action 1 swaps.
+* **admit** (``K_ADMIT``, only in a step without preemption, while budget and seats are
+  left): the agent picks a swapped or waiting request to receive its next share of the
+  step's token budget, or the no-op, which runs the step.
+
+Candidates fill the ``slots`` array in the order of the engine's policy: for eviction its
+victim order (the vLLM victim first), for admission the swapped heap then the waiting heap,
+best first. Always choosing slot 0 where it is allowed (the no-op otherwise; swap where
+``should_swap`` says so) reproduces the fast path's vLLM scheduler exactly.
+
+Rewards accumulate in ``df``: ``DF_AREA`` integrates the number of arrived, unfinished
+requests over time (an episode sums to the total TTLT); ``DF_MISSES`` counts finishes with
+TTLT above ``DF_SLO``.
+"""
+import numpy as np
+from numba import njit
+
+from .heap import before, heap_head, heap_remove
+from .kv import extra_blocks, preempt
+from .layout import (ARRIVAL, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GPU_BLOCKS,
+                     C_HOST_BLOCKS, C_MAX_SEQS, C_VICTIM, C_WATERMARK, CF_SWAP_S_PER_BLOCK,
+                     COMPUTED, DONE, ERR_STALL, GENERATED, N_PREEMPT, PROMPT, Q_RUNNING,
+                     Q_SWAPPED, Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST,
+                     S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL, S_PREEMPT_RECOMPUTE,
+                     S_PREEMPT_SWAP, S_PREEMPTED_NOW, S_SWAP_BLOCKS, ST_FINISHED, ST_REJECTED,
+                     ST_RUNNING, ST_SWAPPED, STATUS, T_NOW, V_LAST)
+from .schedule import (add_to_batch, drop_from_batch, remove_at, start_running, swap_back,
+                       take_blocks, tokens_to_compute)
+from .step import (PLAN_AGAIN, PLAN_DONE, PLAN_STOP, batch_features, begin_step, finish_step,
+                   step_time)
+
+# --- decision kinds (d[D_KIND]) ---
+K_NONE = 0
+K_ADMIT = 1
+K_EVICT = 2
+K_SWAP = 3
+SWAP_RECOMPUTE = 0  # actions of a K_SWAP decision
+SWAP_SWAP = 1
+
+# --- advance() results ---
+ADV_DECISION = 0   # a decision is pending (d[D_KIND])
+ADV_READY = 1      # untimed mode: the batch is formed; time it, then call complete_step
+ADV_DONE = 2       # every request finished or was rejected
+ADV_STOP = 3       # the clock reached ``until``
+ADV_ERROR = 4      # s[S_ERROR]
+
+# --- scheduler phases (d[D_PHASE]) ---
+PH_BEGIN = 0
+PH_RUNNING = 1
+PH_ADMIT = 2
+PH_EXEC = 3
+
+# --- int state d ---
+D_KIND = 0
+D_PHASE = 1
+D_K = 2            # position in the running pass
+D_BUDGET = 3       # token budget left in this step
+D_CURRENT = 4      # running request waiting for room (-1 if none)
+D_N = 5            # its new tokens, fixed when it first asked
+D_VICTIM = 6       # victim of a pending K_SWAP decision
+D_NSLOTS = 7       # valid slots
+D_RECENT = 8       # completions recorded in the ``recent`` ring
+D_COLS = 9
+
+# --- float state df ---
+DF_AREA = 0        # request-seconds in the system since the caller last reset it
+DF_MISSES = 1      # finishes with TTLT above DF_SLO since the caller last reset it
+DF_SLO = 2
+DF_COLS = 3
+
+# --- observation layout ---
+SLOT_FEATURES = ("age_s", "prompt_tokens", "generated_tokens", "tokens_to_compute",
+                 "kv_blocks", "preemptions", "swapped", "running", "scheduled_tokens",
+                 "blocks_needed")
+GLOBAL_FEATURES = ("decision_admit", "decision_evict", "decision_swap", "kv_util",
+                   "host_util", "budget_left", "seats_left", "waiting", "swapped", "running",
+                   "hidden", "batch", "arrival_rate", "recent_output_p50",
+                   "recent_output_p90", "recent_output_p99", "preemptions")
+RECENT = 64        # completed output lengths kept for the quantile features
+RATE_WINDOW = 64   # arrivals behind the arrival-rate estimate
+
+
+def new_decision_state(slots: int, n_requests: int, slo_s: float):
+    """``d``, ``df``, slots, mask (int8, K+1), recent ring and scratch for ``advance``."""
+    d = np.zeros(D_COLS, dtype=np.int64)
+    d[D_CURRENT] = -1
+    df = np.zeros(DF_COLS)
+    df[DF_SLO] = slo_s
+    return (d, df, np.full(slots, -1, dtype=np.int64), np.zeros(slots + 1, dtype=np.int8),
+            np.zeros(RECENT), np.zeros(max(n_requests, slots + 1), dtype=np.int64))
+
+
+@njit(cache=True)
+def _admission(ri, i, s, cfg_i, budget):
+    """New tokens and blocks if queued request ``i`` were admitted now; 0 tokens if it may
+    not be (no chunking and too long for the budget, or not enough free blocks)."""
+    n = tokens_to_compute(ri, i, cfg_i)
+    if n > budget:
+        if ri[i, STATUS] != ST_SWAPPED and cfg_i[C_CHUNKED] == 0:
+            return 0, 0
+        n = budget
+    need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
+    if need + cfg_i[C_WATERMARK] > s[S_FREE_BLOCKS]:
+        return 0, 0
+    return n, need
+
+
+@njit(cache=True)
+def _offer_admission(rf, ri, queues, batch, s, cfg_i, d, slots, mask, scratch):
+    """Fill the slots with queued requests (swapped heap, then waiting heap); True if any
+    may be admitted now."""
+    k = slots.shape[0]
+    mask[:] = 0
+    if d[D_BUDGET] <= 0 or s[S_N_RUNNING] >= cfg_i[C_MAX_SEQS]:
+        return False
+    n = heap_head(queues[Q_SWAPPED], s[S_N_SWAPPED], rf, slots, 0, k, scratch)
+    n += heap_head(queues[Q_WAITING], s[S_N_WAITING], rf, slots, n, k - n, scratch)
+    slots[n:] = -1
+    d[D_NSLOTS] = n
+    any_ok = False
+    for j in range(n):
+        if _admission(ri, slots[j], s, cfg_i, d[D_BUDGET])[0] > 0:
+            mask[j] = 1
+            any_ok = True
+    mask[k] = 1 if s[S_BATCH] > 0 else 0
+    return any_ok
+
+
+@njit(cache=True)
+def _offer_eviction(rf, ri, queues, s, cfg_i, d, slots, mask, scratch):
+    """Fill the slots with running requests, the policy's victim first."""
+    n = s[S_N_RUNNING]
+    running = queues[Q_RUNNING]
+    order = scratch[:n]
+    for p in range(n):
+        order[p] = running[n - 1 - p]  # most recently admitted first (V_LAST)
+    if cfg_i[C_VICTIM] != V_LAST:      # lowest priority first
+        for a in range(1, n):
+            i = order[a]
+            b = a - 1
+            while b >= 0 and before(rf, order[b], i):
+                order[b + 1] = order[b]
+                b -= 1
+            order[b + 1] = i
+    k = min(n, slots.shape[0])
+    slots[:k] = order[:k]
+    slots[k:] = -1
+    d[D_NSLOTS] = k
+    mask[:] = 0
+    mask[:k] = 1
+
+
+@njit(cache=True)
+def _running_pass(ri, queues, batch, s, cfg_i, d):
+    """Continue the running pass; True when ``running[k]`` waits for an eviction."""
+    running = queues[Q_RUNNING]
+    bs = cfg_i[C_BLOCK_SIZE]
+    while d[D_K] < s[S_N_RUNNING] and d[D_BUDGET] > 0:
+        i = running[d[D_K]]
+        if d[D_CURRENT] == i:
+            n = d[D_N]
+        else:
+            n = min(tokens_to_compute(ri, i, cfg_i), d[D_BUDGET])
+        need = extra_blocks(ri, i, n, bs)
+        if need > s[S_FREE_BLOCKS]:
+            d[D_CURRENT] = i
+            d[D_N] = n
+            return True
+        d[D_CURRENT] = -1
+        take_blocks(ri, s, i, need)
+        add_to_batch(batch, s, i, n)
+        d[D_BUDGET] -= n
+        d[D_K] += 1
+    return False
+
+
+@njit(cache=True)
+def _evict(v, swap, rf, ri, queues, batch, s, d):
+    """Preempt running request ``v``; evicting the request that asked for room ends the
+    running pass (as vLLM does)."""
+    running = queues[Q_RUNNING]
+    pos = 0
+    while running[pos] != v:
+        pos += 1
+    if pos < d[D_K]:
+        d[D_K] -= 1
+        d[D_BUDGET] += drop_from_batch(batch, s, v)
+    remove_at(running, s[S_N_RUNNING], pos)
+    s[S_N_RUNNING] -= 1
+    preempt(v, rf, ri, queues, s, swap)
+    if v == d[D_CURRENT]:
+        d[D_CURRENT] = -1
+        d[D_PHASE] = PH_EXEC
+
+
+@njit(cache=True)
+def _admit(i, rf, ri, queues, batch, s, cfg_i, d, now):
+    n, need = _admission(ri, i, s, cfg_i, d[D_BUDGET])
+    q = Q_SWAPPED if ri[i, STATUS] == ST_SWAPPED else Q_WAITING
+    slot = S_N_SWAPPED if q == Q_SWAPPED else S_N_WAITING
+    heap = queues[q]
+    pos = 0
+    while heap[pos] != i:
+        pos += 1
+    heap_remove(heap, s, slot, rf, pos)
+    if q == Q_SWAPPED:
+        swap_back(ri, s, i)
+    take_blocks(ri, s, i, need)
+    start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
+    add_to_batch(batch, s, i, n)
+    d[D_BUDGET] -= n
+
+
+@njit(cache=True)
+def _apply(action, rf, ri, queues, batch, s, t, cfg_i, d, slots, mask):
+    """Carry out ``action`` (already checked against ``mask``); True if it opens a
+    follow-up decision (swap or recompute)."""
+    kind = d[D_KIND]
+    d[D_KIND] = K_NONE
+    if kind == K_ADMIT:
+        if action == slots.shape[0]:
+            d[D_PHASE] = PH_EXEC
+        else:
+            _admit(slots[action], rf, ri, queues, batch, s, cfg_i, d, t[T_NOW])
+        return False
+    if kind == K_EVICT:
+        v = slots[action]
+        if cfg_i[C_HOST_BLOCKS] > 0 and ri[v, BLOCKS] <= s[S_FREE_HOST]:
+            d[D_VICTIM] = v
+            d[D_KIND] = K_SWAP
+            mask[:] = 0
+            mask[SWAP_RECOMPUTE] = 1
+            mask[SWAP_SWAP] = 1
+            return True
+        _evict(v, False, rf, ri, queues, batch, s, d)
+        return False
+    _evict(d[D_VICTIM], action == SWAP_SWAP, rf, ri, queues, batch, s, d)  # K_SWAP
+    return False
+
+
+@njit(cache=True)
+def complete_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, d, df,
+                  recent, dt):
+    """The formed batch ran for ``dt`` seconds: account the rewards, emit its tokens."""
+    df[DF_AREA] += (s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING]) * dt
+    finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt)
+    for b in range(s[S_BATCH]):
+        i = batch[0, b]
+        if ri[i, STATUS] == ST_FINISHED and rf[i, DONE] == t[T_NOW]:
+            if rf[i, DONE] - rf[i, ARRIVAL] > df[DF_SLO]:
+                df[DF_MISSES] += 1.0
+            recent[d[D_RECENT] % recent.shape[0]] = ri[i, GENERATED]
+            d[D_RECENT] += 1
+    d[D_PHASE] = PH_BEGIN
+
+
+@njit(cache=True)
+def advance(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate,
+            d, df, slots, mask, recent, scratch, action, timed, until):
+    """Apply ``action`` to the pending decision (if any), then run the engine to the next
+    decision (``ADV_*`` result). ``timed`` = 0 stops at each formed batch (``ADV_READY``)
+    for an outside clock (the hardware-in-the-loop engine)."""
+    if d[D_KIND] != K_NONE and _apply(action, rf, ri, queues, batch, s, t, cfg_i, d, slots, mask):
+        return ADV_DECISION
+    x = np.zeros(coef.shape[1])
+    while True:
+        phase = d[D_PHASE]
+        if phase == PH_BEGIN:
+            first = s[S_NEXT_ARRIVAL]
+            status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until)
+            for i in range(first, s[S_NEXT_ARRIVAL]):  # in the system since arrival
+                if ri[i, STATUS] != ST_REJECTED:
+                    df[DF_AREA] += t[T_NOW] - rf[i, ARRIVAL]
+            if status == PLAN_AGAIN:
+                continue
+            if status == PLAN_DONE:
+                return ADV_DONE
+            if status == PLAN_STOP:
+                return ADV_STOP
+            s[S_BATCH] = 0
+            s[S_PREEMPTED_NOW] = 0
+            d[D_K] = 0
+            d[D_CURRENT] = -1
+            d[D_BUDGET] = cfg_i[C_BUDGET]
+            d[D_PHASE] = PH_RUNNING
+        elif phase == PH_RUNNING:
+            if _running_pass(ri, queues, batch, s, cfg_i, d):
+                _offer_eviction(rf, ri, queues, s, cfg_i, d, slots, mask, scratch)
+                d[D_KIND] = K_EVICT
+                return ADV_DECISION
+            d[D_PHASE] = PH_EXEC if s[S_PREEMPTED_NOW] == 1 else PH_ADMIT
+        elif phase == PH_ADMIT:
+            if _offer_admission(rf, ri, queues, batch, s, cfg_i, d, slots, mask, scratch):
+                d[D_KIND] = K_ADMIT
+                return ADV_DECISION
+            d[D_PHASE] = PH_EXEC
+        else:
+            if s[S_BATCH] == 0:
+                if s[S_PREEMPTED_NOW] == 1:  # the preemptions emptied the batch: plan again
+                    d[D_PHASE] = PH_BEGIN
+                    continue
+                s[S_ERROR] = ERR_STALL
+                return ADV_ERROR
+            if timed == 0:
+                return ADV_READY
+            batch_features(ri, batch, s[S_BATCH], x)
+            dt = step_time(coef, x) + s[S_SWAP_BLOCKS] * cfg_f[CF_SWAP_S_PER_BLOCK]
+            complete_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, d,
+                          df, recent, dt)
+            if s[S_ERROR] != 0:
+                return ADV_ERROR
+
+
+@njit(cache=True)
+def _log1p(x):
+    return np.log1p(max(float(x), 0.0))
+
+
+@njit(cache=True)
+def _quantile(sorted_x, n, q):
+    pos = q * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    return sorted_x[lo] + (sorted_x[hi] - sorted_x[lo]) * (pos - lo)
+
+
+@njit(cache=True)
+def observe(rf, ri, batch, s, t, cfg_i, d, recent, slots, out_slots, out_valid, out_globals):
+    """Fill the observation arrays (float32): per-slot features (``SLOT_FEATURES``, flat,
+    slot-major), slot validity and ``GLOBAL_FEATURES``. Counts and times are ``log1p``'d."""
+    now = t[T_NOW]
+    nf = len(SLOT_FEATURES)
+    k = slots.shape[0]
+    nb = s[S_BATCH]
+    bs = cfg_i[C_BLOCK_SIZE]
+    out_slots[:] = 0.0
+    out_valid[:] = 0.0
+    for j in range(k):
+        i = slots[j]
+        if i < 0:
+            continue
+        out_valid[j] = 1.0
+        o = j * nf
+        todo = ri[i, PROMPT] + ri[i, GENERATED] - ri[i, COMPUTED]
+        out_slots[o] = _log1p(now - rf[i, ARRIVAL])
+        out_slots[o + 1] = _log1p(ri[i, PROMPT])
+        out_slots[o + 2] = _log1p(ri[i, GENERATED])
+        out_slots[o + 3] = _log1p(todo)
+        out_slots[o + 4] = _log1p(ri[i, BLOCKS])
+        out_slots[o + 5] = _log1p(ri[i, N_PREEMPT])
+        out_slots[o + 6] = 1.0 if ri[i, STATUS] == ST_SWAPPED else 0.0
+        running = ri[i, STATUS] == ST_RUNNING
+        out_slots[o + 7] = 1.0 if running else 0.0
+        scheduled = 0
+        if running:
+            for b in range(nb):
+                if batch[0, b] == i:
+                    scheduled = batch[1, b]
+        out_slots[o + 8] = _log1p(scheduled)
+        out_slots[o + 9] = _log1p(extra_blocks(ri, i, max(todo, 1), bs))
+    kind = d[D_KIND]
+    g = out_globals
+    g[0] = 1.0 if kind == K_ADMIT else 0.0
+    g[1] = 1.0 if kind == K_EVICT else 0.0
+    g[2] = 1.0 if kind == K_SWAP else 0.0
+    g[3] = 1.0 - s[S_FREE_BLOCKS] / cfg_i[C_GPU_BLOCKS]
+    host = cfg_i[C_HOST_BLOCKS]
+    g[4] = 1.0 - s[S_FREE_HOST] / host if host > 0 else 0.0
+    g[5] = max(d[D_BUDGET], 0) / cfg_i[C_BUDGET]
+    g[6] = max(cfg_i[C_MAX_SEQS] - s[S_N_RUNNING], 0) / cfg_i[C_MAX_SEQS]
+    g[7] = _log1p(s[S_N_WAITING])
+    g[8] = _log1p(s[S_N_SWAPPED])
+    g[9] = _log1p(s[S_N_RUNNING])
+    pool = s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING]  # candidates of the decision
+    if kind == K_EVICT:
+        pool = s[S_N_RUNNING]
+    elif kind != K_NONE:
+        pool -= s[S_N_RUNNING]
+    g[10] = _log1p(pool - d[D_NSLOTS])
+    g[11] = _log1p(nb)
+    a = s[S_NEXT_ARRIVAL]
+    first = max(a - RATE_WINDOW, 0)
+    span = now - rf[first, ARRIVAL] if a > 0 else 0.0
+    g[12] = _log1p((a - 1 - first) / span) if span > 0 else 0.0
+    n = min(d[D_RECENT], recent.shape[0])
+    if n > 0:
+        x = np.sort(recent[:n])
+        g[13] = _log1p(_quantile(x, n, 0.5))
+        g[14] = _log1p(_quantile(x, n, 0.9))
+        g[15] = _log1p(_quantile(x, n, 0.99))
+    else:
+        g[13] = g[14] = g[15] = 0.0
+    g[16] = _log1p(s[S_PREEMPT_RECOMPUTE] + s[S_PREEMPT_SWAP])

@@ -1,0 +1,229 @@
+"""What every tailgym environment shares: engine and workload set-up from JSON-serialisable
+kwargs, seeded episodes, reward options, the final report and the renderers."""
+import numpy as np
+from dataclasses import asdict
+
+import gymnasium as gym
+
+from ..engine import EngineState
+from ..engine import layout as L
+from ..metrics import Report
+from ..policies import resolve
+from ..sim import POLICY_STREAM, admission_check, apply_rate, build_engine, request_table
+from ..workload import load_workload
+
+REWARDS = ("integral", "tail")
+LOG_HIGH = np.log1p(np.finfo(np.float32).max)  # float32 bound of the log1p features
+STATUS_NAMES = {L.ST_WAITING: "waiting", L.ST_RUNNING: "running", L.ST_SWAPPED: "swapped"}
+
+
+class ServingEnv(gym.Env):
+    """Base of the serving environments: one simulated engine serving a workload.
+
+    ``workload`` is a workload spec (``tailgym.load_workload``); ``model``, ``gpu``,
+    ``profile``, ``kv_blocks``, ``max_num_batched_tokens``, ``max_num_seqs`` and
+    ``preemption_mode`` configure the engine (``tailgym.sim.build_engine``). At most one of
+    ``rate`` (req/s), ``rate_scale`` or ``load`` sets the arrival rate; ``load`` is turned into
+    a rate once, on the seed-0 draw, so every episode has the same mean rate. ``on_unfit`` as
+    in ``simulate`` (default ``reject``: requests that never fit the KV cache are left out).
+
+    Rewards (times ``reward_scale``): ``integral`` is minus the request-seconds spent in the
+    system since the last step (the integral of the number of arrived, unfinished requests), so
+    an episode's return is minus the total TTLT; ``tail`` is minus the number of requests that
+    finished since the last step with a TTLT above ``slo_s``. ``reset(seed=s)`` draws the
+    workload (and a policy's pre-drawn numbers) with seed ``s``, exactly as
+    ``tailgym.simulate(..., seed=s)``; an episode terminates when every request has finished
+    (or was rejected) and is truncated once ``horizon_s`` of simulated time has passed. The
+    last step's ``info["tailgym"]`` is the run's ``Report.summary()``.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, workload: str, model: str, gpu: str, profile: str | None,
+                 load: float | None, rate: float | None, rate_scale: float | None,
+                 kv_blocks: int | None, max_num_batched_tokens: int | None,
+                 max_num_seqs: int | None, preemption_mode: str, reward: str,
+                 reward_scale: float, slo_s: float, horizon_s: float | None, on_unfit: str,
+                 render_mode: str | None):
+        if not isinstance(workload, str):
+            raise TypeError(f"workload must be a spec string (JSON-serialisable), "
+                            f"got {type(workload).__name__}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
+        for name, value in (("slo_s", slo_s), ("horizon_s", horizon_s)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
+        if not np.isfinite(reward_scale):
+            raise ValueError(f"reward_scale must be finite, got {reward_scale}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of "
+                             f"{', '.join(self.metadata['render_modes'])}, got {render_mode!r}")
+        self.workload, self.model, self.gpu = workload, getattr(model, "name", model), gpu
+        self.horizon_s, self.slo_s = horizon_s, float(slo_s)
+        self.reward, self.reward_scale, self.render_mode = reward, float(reward_scale), render_mode
+        self._on_unfit = on_unfit
+        self._config, steps = build_engine(
+            model, gpu, profile=profile, kv_blocks=kv_blocks, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, preemption_mode=preemption_mode)
+        self._coef, self._step_model = steps.coef(), steps.name
+        base = load_workload(workload, seed=0)
+        same = base.fingerprint() == load_workload(workload, seed=1).fingerprint()
+        self._fixed_workload = base if same else None  # seed-independent: load it once
+        _, rate_info = apply_rate(base, self._config, self._coef, rate=rate,
+                                  rate_scale=rate_scale, load=load)
+        self._rate = rate_info["load"] * rate_info["saturation_rps"] if load is not None else rate
+        self._rate_scale = rate_scale
+        self._load_info = {k: rate_info[k] for k in ("load", "saturation_rps") if k in rate_info}
+        admission_check(base, self._config, on_unfit)  # bad on_unfit or unfit rows fail here
+        self.workload_seed = None
+        self._state = None
+
+    def _set_policy(self, name: str, args: dict | None) -> None:
+        """The engine's policy: spec, knob values and parameter array."""
+        self._policy = name
+        self._spec, self._knobs, self._params = resolve(name, args, self._coef,
+                                                        self._config.max_num_seqs)
+
+    def _new_episode(self, seed: int | None) -> dict:
+        """A fresh engine state for the episode of ``seed`` (drawn from ``np_random`` if
+        None); returns the reset info."""
+        self.workload_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31))
+        wl = self._fixed_workload or load_workload(self.workload, seed=self.workload_seed)
+        wl, self._rate_info = apply_rate(wl, self._config, self._coef, rate=self._rate,
+                                         rate_scale=self._rate_scale)
+        refused, self._rejected = admission_check(wl, self._config, self._on_unfit)
+        hint = self._spec.hint(wl.output_tokens, self._knobs,
+                               np.random.default_rng([self.workload_seed, POLICY_STREAM]))
+        self._state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, self._config,
+                                  refused, hint=hint, pstate=self._spec.pstate(self._knobs))
+        self._workload_name = wl.name
+        self._t_start = float(self._state.t[L.T_NOW])
+        self._wall = 0.0
+        self._lo = 0       # every request before this index has finished or was rejected
+        self._arrived = 0  # requests arrived so far (rejected ones included)
+        self._history = []  # (t, waiting, running, swapped, kv_util) per step, when rendering
+        return {"workload_seed": self.workload_seed, "t": self._t_start,
+                "requests": self._state.n_requests, "rejected": len(self._rejected),
+                **self._rate_info}
+
+    def _interval(self, t0: float) -> dict:
+        """What happened from ``t0`` to now: request-seconds spent in the system, the TTLT,
+        TTFT and output tokens of the requests that finished (and how many missed ``slo_s``),
+        arrivals, and the age of the oldest request still in the system."""
+        st, rf, ri = self._state, self._state.rf, self._state.ri
+        t1 = float(st.t[L.T_NOW])
+        arrival = rf[:, L.ARRIVAL]
+        k = int(np.searchsorted(arrival, t1, side="right"))
+        rows = slice(self._lo, k)  # requests that may have been in the system since t0
+        status, done, arr = ri[rows, L.STATUS], rf[rows, L.DONE], arrival[rows]
+        overlap = np.fmin(done, t1) - np.maximum(arr, t0)  # nan done (unfinished) -> until t1
+        fin = (status == L.ST_FINISHED) & (done > t0)
+        ttlt = done[fin] - arr[fin]
+        still_open = np.flatnonzero((status != L.ST_FINISHED) & (status != L.ST_REJECTED))
+        self._lo += int(still_open[0]) if still_open.size else k - self._lo
+        arrivals, self._arrived = k - self._arrived, k
+        return {"in_system_s": float(overlap[(status != L.ST_REJECTED) & (overlap > 0)].sum()),
+                "ttlt": ttlt, "ttft": rf[rows, L.FIRST_TOKEN][fin] - arr[fin],
+                "outputs": ri[rows, L.GENERATED][fin], "arrivals": arrivals,
+                "slo_violations": int((ttlt > self.slo_s).sum()),
+                "oldest_age": t1 - arrival[self._lo] if self._lo < k else 0.0}
+
+    def _record(self) -> None:
+        """Append the queue counts and KV use of this moment to the render history."""
+        s = self._state.s
+        self._history.append((float(self._state.t[L.T_NOW]) - self._t_start,
+                              int(s[L.S_N_WAITING]), int(s[L.S_N_RUNNING]),
+                              int(s[L.S_N_SWAPPED]),
+                              1.0 - s[L.S_FREE_BLOCKS] / self._config.num_gpu_blocks))
+
+    def _all_done(self) -> bool:
+        st = self._state
+        return int(st.s[L.S_N_FINISHED]) + len(self._rejected) == st.n_requests
+
+    def _truncated(self, terminated: bool) -> bool:
+        return (not terminated and self.horizon_s is not None
+                and float(self._state.t[L.T_NOW]) - self._t_start >= self.horizon_s)
+
+    def _config_info(self) -> dict:
+        """Names and knobs of the run for ``report().config``."""
+        return {"workload": self._workload_name, "policy": self._policy,
+                "policy_args": self._knobs, "model": self.model, "gpu": self.gpu,
+                "seed": self.workload_seed, "step_model": self._step_model}
+
+    def report(self) -> Report:
+        """The episode so far as a ``Report`` (per-request arrays and summary statistics)."""
+        st = self._state
+        if st is None:
+            raise RuntimeError("call reset() before report()")
+        return Report(
+            requests=request_table(st),
+            rejected=self._rejected,
+            config={**self._config_info(), **self._load_info, **self._rate_info,
+                    **asdict(self._config)},
+            steps=int(st.s[L.S_STEPS]),
+            simulated_seconds=float(st.t[L.T_NOW]) - self._t_start,
+            busy_seconds=float(st.t[L.T_BUSY]),
+            wall_seconds=self._wall,
+            preemptions_recompute=int(st.s[L.S_PREEMPT_RECOMPUTE]),
+            preemptions_swap=int(st.s[L.S_PREEMPT_SWAP]),
+            guard_overrides=int(st.s[L.S_GUARD_OVERRIDES]),
+            slo={"ttlt": self.slo_s},
+        )
+
+    # ------------------------------------------------------------------------ rendering
+
+    def render(self):
+        if self.render_mode is None or self._state is None:
+            return None
+        return self._render_ansi() if self.render_mode == "ansi" else self._render_rgb()
+
+    def _header(self) -> str:
+        """First line of the text rendering (what the agent controls)."""
+        return f"t={float(self._state.t[L.T_NOW]) - self._t_start:.2f}s"
+
+    def _shown(self) -> np.ndarray:
+        """Requests listed in the text rendering, in order."""
+        st = self._state
+        queued = np.flatnonzero(np.isin(st.ri[:, L.STATUS], list(STATUS_NAMES)))
+        return queued[np.argsort(st.rf[queued, L.PRIO], kind="stable")]
+
+    def _render_ansi(self, max_rows: int = 10) -> str:
+        """Header, queue counts, a KV-occupancy bar and a table of requests in the system."""
+        st, rf, ri, s = self._state, self._state.rf, self._state.ri, self._state.s
+        kv_util = 1.0 - s[L.S_FREE_BLOCKS] / self._config.num_gpu_blocks
+        bar = "#" * round(20 * kv_util) + "." * (20 - round(20 * kv_util))
+        lines = [self._header(),
+                 (f"waiting {s[L.S_N_WAITING]}  running {s[L.S_N_RUNNING]}  swapped "
+                  f"{s[L.S_N_SWAPPED]}  finished {s[L.S_N_FINISHED]}/{st.n_requests}"),
+                 f"KV [{bar}] {100 * kv_util:.0f}% of {self._config.num_gpu_blocks} blocks",
+                 (f"{'req':>6} {'status':>8} {'age_s':>8} {'prompt':>7} {'gen':>6} "
+                  f"{'blocks':>6} {'prio':>10}")]
+        for i in self._shown()[:max_rows]:
+            age = st.t[L.T_NOW] - rf[i, L.ARRIVAL]
+            lines.append(f"{i:>6} {STATUS_NAMES[ri[i, L.STATUS]]:>8} {age:>8.2f} "
+                         f"{ri[i, L.PROMPT]:>7} {ri[i, L.GENERATED]:>6} {ri[i, L.BLOCKS]:>6} "
+                         f"{rf[i, L.PRIO]:>10.4g}")
+        return "\n".join(lines)
+
+    def _render_rgb(self) -> np.ndarray:
+        """Queue lengths and KV occupancy over the episode, as an (H, W, 3) uint8 picture."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        if not self._history:
+            self._record()
+        h = np.array(self._history, dtype=np.float64)
+        fig = Figure(figsize=(4, 3), dpi=80)
+        canvas = FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        for col, label in ((1, "waiting"), (2, "running"), (3, "swapped")):
+            top.step(h[:, 0], h[:, col], where="post", label=label)
+        top.set_ylabel("requests")
+        top.legend(fontsize=6, loc="upper left")
+        bottom.fill_between(h[:, 0], h[:, 4], step="post", alpha=0.6)
+        bottom.set_ylim(0, 1)
+        bottom.set_ylabel("KV used")
+        bottom.set_xlabel("simulated s")
+        fig.tight_layout()
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()

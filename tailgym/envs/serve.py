@@ -1,0 +1,199 @@
+"""``tailgym/Serve-v0``: make the engine's scheduling decisions, one at a time.
+
+The engine runs vLLM's scheduler (running requests first, then swapped, then waiting ones;
+see ``tailgym.engine.decisions``) and stops, with its clock frozen, at each choice:
+
+* **admit** (``globals[decision_admit] == 1``): which swapped or waiting request gets its
+  next share of this step's token budget (chunked prefill), or the no-op, which runs the
+  step. Offered while budget, seats and an admissible request are left, in steps without
+  preemption.
+* **evict** (``decision_evict``): a running request needs KV blocks the cache lacks; pick
+  the running request to preempt (the one asking may pick itself; one already scheduled
+  leaves the batch).
+* **swap or recompute** (``decision_swap``, ``preemption_mode="swap"`` only, when the victim
+  fits the host space): action 0 recomputes, action 1 swaps.
+
+**Action**: ``Discrete(slots + 1)``: a slot, or ``slots`` for the no-op. ``action_masks()``
+(bool, what sb3-contrib reads) and ``info["action_mask"]`` (int8) mark the legal ones. An
+illegal action is replaced by ``heuristic_action()`` and flagged in ``info["illegal_action"]``
+(counted in ``report().config["illegal_actions"]``), or raises with
+``illegal_action="raise"``.
+
+**Observation**: ``Dict`` of float32 Boxes: ``slots`` (``slots x len(SLOT_FEATURES)``, flat,
+slot-major: age, prompt tokens, tokens generated, tokens left to compute, KV blocks held,
+preemptions, swapped, running, tokens scheduled this step, blocks it needs), ``slot_valid``
+and ``globals`` (``GLOBAL_FEATURES``: decision kind, KV and host use, budget and seats left,
+queue lengths, candidates hidden beyond the slots, batch size, arrival rate over the last 64
+arrivals, P50/P90/P99 of the last 64 completed output lengths, preemptions). Counts and times
+are ``log1p``'d. Slots list the candidates of the pending decision in the order of the
+``order`` policy (victim order for evictions; swapped then waiting, best first, for
+admissions); nothing reveals the output length of an unfinished request unless ``order``
+itself reads it (e.g. ``sjf-oracle``: then the slot order does).
+
+``heuristic_action()`` is the ``order`` policy's own choice; always taking it reproduces
+``tailgym.simulate(..., policy=order)`` bit for bit for the policies that use vLLM's
+scheduler (``fcfs``, ``sjf-oracle``, ``ltr``, ``gamma-boost-oracle``, ``uniboost`` with
+``variant=distboost``). Rewards, episodes and engine kwargs as ``ServingEnv``; one step is
+one decision, so a step's reward covers the engine steps run since the previous decision.
+"""
+import time
+
+import numpy as np
+from gymnasium import spaces
+
+from ..engine import EngineError
+from ..engine import decisions as D
+from ..engine import layout as L
+from ..engine.kv import should_swap
+from .base import LOG_HIGH, ServingEnv
+
+KIND_NAMES = {D.K_ADMIT: "admit", D.K_EVICT: "evict", D.K_SWAP: "swap or recompute",
+              D.K_NONE: "none"}
+
+
+class ServeEnv(ServingEnv):
+    """Decision-event serving environment (see the module docstring). ``slots`` is the number
+    of visible candidates K; ``order`` names the policy that orders them (its priorities, its
+    victim rule) and ``policy_args`` its knobs."""
+
+    _timed = 1  # the step-time model times each batch (0: an outside clock does)
+
+    def __init__(self, workload: str = "default:n=2000", model: str = "llama3-8b",
+                 gpu: str = "h100-80gb", profile: str | None = None, load: float | None = None,
+                 rate: float | None = None, rate_scale: float | None = None,
+                 kv_blocks: int | None = None, max_num_batched_tokens: int | None = None,
+                 max_num_seqs: int | None = None, preemption_mode: str = "recompute",
+                 slots: int = 16, order: str = "fcfs", policy_args: dict | None = None,
+                 reward: str = "integral", reward_scale: float = 1.0, slo_s: float = 10.0,
+                 horizon_s: float | None = None, on_unfit: str = "reject",
+                 illegal_action: str = "fallback", render_mode: str | None = None):
+        if not (isinstance(slots, int) and slots >= 1):
+            raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+        if illegal_action not in ("fallback", "raise"):
+            raise ValueError(f"illegal_action must be 'fallback' or 'raise', "
+                             f"got {illegal_action!r}")
+        self.illegal_action = illegal_action
+        super().__init__(workload, model, gpu, profile, load, rate, rate_scale, kv_blocks,
+                         max_num_batched_tokens, max_num_seqs, preemption_mode, reward,
+                         reward_scale, slo_s, horizon_s, on_unfit, render_mode)
+        self._set_policy(order, policy_args)
+        self._cfg_i, self._cfg_f = self._config.arrays(self._spec, self._params)
+        self.slots = slots
+        nf, ng = len(D.SLOT_FEATURES), len(D.GLOBAL_FEATURES)
+        self.action_space = spaces.Discrete(slots + 1)
+        self.observation_space = spaces.Dict({
+            "slots": spaces.Box(0.0, LOG_HIGH, (slots * nf,), np.float32),
+            "slot_valid": spaces.Box(0.0, 1.0, (slots,), np.float32),
+            "globals": spaces.Box(0.0, LOG_HIGH, (ng,), np.float32)})
+        self._obs = {"slots": np.zeros(slots * nf, np.float32),
+                     "slot_valid": np.zeros(slots, np.float32),
+                     "globals": np.zeros(ng, np.float32)}
+        self._mask = np.ones(slots + 1, dtype=np.int8)  # before reset(): nothing is known
+        self._status = D.ADV_DONE
+
+    def action_masks(self) -> np.ndarray:
+        """Legal actions (bool, ``slots + 1``); all True before ``reset()``."""
+        return self._mask.astype(bool)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        info = self._new_episode(seed)
+        st = self._state
+        (self._d, self._df, self._slot_ids, self._mask, self._recent,
+         self._scratch) = D.new_decision_state(self.slots, st.n_requests, self.slo_s)
+        self._until = np.inf if self.horizon_s is None else self._t_start + self.horizon_s
+        self._illegal = 0
+        self._advance(-1)
+        self._df[D.DF_AREA] = self._df[D.DF_MISSES] = 0.0
+        info["action_mask"] = self._mask.copy()
+        return self._observe(), info
+
+    def step(self, action):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        a = int(action)
+        if a != action or not 0 <= a <= self.slots:
+            raise ValueError(f"action must be an integer in 0..{self.slots}, got {action!r}")
+        if self._status != D.ADV_DECISION:
+            raise RuntimeError("the episode has ended: call reset()")
+        illegal = not self._mask[a]
+        if illegal:
+            if self.illegal_action == "raise":
+                raise ValueError(f"action {a} is not allowed for this {self.decision} "
+                                 f"decision; legal: {np.flatnonzero(self._mask).tolist()}")
+            a = self.heuristic_action()
+            self._illegal += 1
+        start = time.perf_counter()
+        self._advance(a)
+        self._wall += time.perf_counter() - start
+        df = self._df
+        penalty = df[D.DF_AREA] if self.reward == "integral" else df[D.DF_MISSES]
+        df[D.DF_AREA] = df[D.DF_MISSES] = 0.0
+        terminated = self._status == D.ADV_DONE
+        truncated = self._status == D.ADV_STOP
+        info = {"action_mask": self._mask.copy(), "illegal_action": illegal}
+        if terminated or truncated:
+            info["tailgym"] = self.report().summary()
+        if self.render_mode is not None:
+            self._record()
+        return self._observe(), -self.reward_scale * float(penalty), terminated, truncated, info
+
+    @property
+    def decision(self) -> str:
+        """The pending decision: ``admit``, ``evict``, ``swap or recompute`` or ``none``."""
+        return KIND_NAMES[int(self._d[D.D_KIND])] if self._state is not None else "none"
+
+    def heuristic_action(self) -> int:
+        """What the ``order`` policy's own scheduler would do now."""
+        kind, st = int(self._d[D.D_KIND]), self._state
+        if kind == D.K_SWAP:
+            victim = int(self._d[D.D_VICTIM])
+            return int(should_swap(st.ri, victim, st.s, self._cfg_i, self._cfg_f, self._coef))
+        if kind == D.K_ADMIT and not self._mask[0]:
+            return self.slots
+        return 0
+
+    def _advance(self, action: int) -> None:
+        """Run the engine to the next decision (or the episode's end)."""
+        st, d = self._state, self._d
+        args = (st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t, self._cfg_i,
+                self._cfg_f, self._coef, self._params, st.pstate, d, self._df, self._slot_ids,
+                self._mask, self._recent, self._scratch)
+        status = D.advance(*args, action, self._timed, self._until)
+        while status == D.ADV_READY:
+            D.complete_step(st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t,
+                            self._cfg_i, self._params, st.pstate, d, self._df, self._recent,
+                            self._execute_batch())
+            status = D.ADV_ERROR if st.s[L.S_ERROR] else D.advance(*args, -1, 0, self._until)
+        if status == D.ADV_ERROR:
+            raise EngineError(f"engine error {st.s[L.S_ERROR]} at t={st.t[L.T_NOW]:.6f}s: "
+                              f"{st.status_counts()}")
+        self._status = status
+        if status != D.ADV_DECISION:
+            d[D.D_KIND] = D.K_NONE
+            d[D.D_NSLOTS] = 0
+            self._slot_ids[:] = -1
+            self._mask[:] = 0
+            self._mask[self.slots] = 1
+
+    def _execute_batch(self) -> float:
+        """Seconds the formed batch takes on an outside engine (untimed mode only)."""
+        raise NotImplementedError
+
+    def _observe(self) -> dict:
+        st, o = self._state, self._obs
+        D.observe(st.rf, st.ri, st.batch, st.s, st.t, self._cfg_i, self._d, self._recent,
+                  self._slot_ids, o["slots"], o["slot_valid"], o["globals"])
+        return {k: v.copy() for k, v in o.items()}
+
+    def _config_info(self) -> dict:
+        return {**super()._config_info(), "policy": "agent", "order": self._policy,
+                "slots": self.slots, "illegal_actions": self._illegal}
+
+    def _header(self) -> str:
+        legal = np.flatnonzero(self._mask).tolist()
+        return f"{super()._header()}  decision: {self.decision}  legal actions: {legal}"
+
+    def _shown(self) -> np.ndarray:
+        ids = self._slot_ids
+        return ids[ids >= 0] if self._d[D.D_KIND] != D.K_NONE else super()._shown()
