@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{VIDUR_SECONDS / r['best_s']:.0f}x faster than Vidur's ~{VIDUR_SECONDS:.0f} s")
     print(f"  repeats identical: {r['identical']}")
     if not args.simulator_only:
-        from .envs.bench import bench_serve_gamma
-        print("tailgym/ServeGamma-v0 (single env, random actions; target >= 2k steps/s):")
-        bench_serve_gamma()
+        from .envs import bench
+        print(f"environments ({bench.WORKLOAD}, random agents, resets included):")
+        bench.main()
     return 0
 
 

@@ -14,7 +14,8 @@ from ..workload import load_workload
 
 REWARDS = ("integral", "tail")
 LOG_HIGH = np.log1p(np.finfo(np.float32).max)  # float32 bound of the log1p features
-STATUS_NAMES = {L.ST_WAITING: "waiting", L.ST_RUNNING: "running", L.ST_SWAPPED: "swapped"}
+STATUS_NAMES = {L.ST_FUTURE: "arrived", L.ST_WAITING: "waiting", L.ST_RUNNING: "running",
+                L.ST_SWAPPED: "swapped"}
 
 
 class ServingEnv(gym.Env):
@@ -184,7 +185,7 @@ class ServingEnv(gym.Env):
     def _shown(self) -> np.ndarray:
         """Requests listed in the text rendering, in order."""
         st = self._state
-        queued = np.flatnonzero(np.isin(st.ri[:, L.STATUS], list(STATUS_NAMES)))
+        queued = np.flatnonzero(np.isin(st.ri[:, L.STATUS], list(STATUS_NAMES)[1:]))
         return queued[np.argsort(st.rf[queued, L.PRIO], kind="stable")]
 
     def _render_ansi(self, max_rows: int = 10) -> str:

@@ -1,29 +1,80 @@
-"""Steps per second of ``tailgym/ServeGamma-v0``: ``python -m tailgym.envs.bench``."""
+"""Env steps per second of the tailgym environments: ``python -m tailgym.envs.bench``.
+
+Random agents (masked for ``Serve-v0``), resets included, after a JIT warm-up; single envs
+and a ``gymnasium`` sync vector of 4. Targets: ``Serve-v0`` >= 20k steps/s single-env,
+``ServeGamma-v0`` >= 2k steps/s.
+"""
 import time
 
-from .serve_gamma import ServeGammaEnv
+import gymnasium
+import numpy as np
+
+from . import registration  # noqa: F401  (registers the ids)
+
+WORKLOAD = "default:n=2000"
+CASES = (  # id, kwargs, target steps/s
+    ("tailgym/Serve-v0", {}, 20_000),
+    ("tailgym/ServeGamma-v0", {"interval_s": 5.0}, 2_000),
+    ("tailgym/ServeGamma-v0", {"interval_s": 1.0}, 2_000),
+    ("tailgym/ServePriority-v0", {"interval_s": 1.0}, None),
+)
 
 
-def bench_serve_gamma(workload: str = "default:n=2000", intervals=(5.0, 1.0, 0.5),
-                      seconds: float = 2.0, seed: int = 0) -> dict[float, float]:
-    """Print and return env steps/s for each decision interval (random actions, resets
-    included, after a JIT warm-up). Engine time grows with the interval; the rest is fixed."""
-    rates = {}
-    for interval_s in intervals:
-        env = ServeGammaEnv(workload=workload, interval_s=interval_s)
-        env.action_space.seed(seed)
-        env.reset(seed=seed)
-        env.step(env.action_space.sample())
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            *_, terminated, truncated, _ = env.step(env.action_space.sample())
-            steps += 1
-            if terminated or truncated:
-                env.reset()
-        rates[interval_s] = steps / (time.perf_counter() - start)
-        print(f"{workload}, interval {interval_s:g} s: {rates[interval_s]:,.0f} env steps/s")
-    return rates
+def _policy(env_id: str, space, rng):
+    """A random agent: a legal slot for Serve-v0 (from the int8 masks), else a sample."""
+    if env_id != "tailgym/Serve-v0":
+        return lambda info: space.sample()
+
+    def act(info):
+        masks = info["action_mask"]
+        if masks.ndim == 1:
+            return rng.choice(np.flatnonzero(masks))
+        return np.array([rng.choice(np.flatnonzero(m)) for m in masks])
+    return act
+
+
+def bench_env(env_id: str, kwargs: dict, num_envs: int = 1, seconds: float = 2.0,
+              seed: int = 0) -> float:
+    """Env steps per second (summed over the ``num_envs`` sub-envs of a sync vector)."""
+    kwargs = {"workload": WORKLOAD, **kwargs}
+    if num_envs == 1:
+        env = gymnasium.make(env_id, **kwargs).unwrapped  # no checker wrappers in the loop
+        space = env.action_space
+    else:
+        env = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                                 **kwargs)
+        space = env.action_space
+    space.seed(seed)
+    act = _policy(env_id, space, np.random.default_rng(seed))
+    _, info = env.reset(seed=seed)
+    for _ in range(10):  # warm-up
+        _, _, terminated, truncated, info = env.step(act(info))
+        if num_envs == 1 and (terminated or truncated):
+            _, info = env.reset()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, truncated, info = env.step(act(info))
+        steps += num_envs
+        if num_envs == 1 and (terminated or truncated):
+            _, info = env.reset()
+    env.close()
+    return steps / (time.perf_counter() - start)
+
+
+def main(seconds: float = 2.0) -> dict:
+    """Print and return the figures: {(id, kwargs text, num_envs): steps/s}."""
+    out = {}
+    for env_id, kwargs, target in CASES:
+        for num_envs in (1, 4):
+            rate = bench_env(env_id, kwargs, num_envs, seconds)
+            label = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults"
+            out[env_id, label, num_envs] = rate
+            goal = ""
+            if target and num_envs == 1:
+                goal = f" (target >= {target:,}: {'met' if rate >= target else 'MISSED'})"
+            print(f"  {env_id} [{label}] x{num_envs}: {rate:,.0f} env steps/s{goal}")
+    return out
 
 
 if __name__ == "__main__":
-    bench_serve_gamma()
+    main()

@@ -9,6 +9,7 @@ so episodes are not reproducible to the bit (registered ``nondeterministic=True`
 ``weight_seed`` seeds the random weights. Other kwargs as ``Serve-v0``.
 Needs the ``[hil]`` extra (torch).
 """
+from ..engine.decisions import ADV_DECISION
 from ..hil.driver import HILEngine
 from ..hil.model import model_spec
 from .serve import ServeEnv
@@ -33,6 +34,11 @@ class ServeHILEnv(ServeEnv):
         if self._engine is not None:
             self._engine.new_episode(self._state.n_requests)
         return info
+
+    def _advance(self, action: int) -> None:
+        super()._advance(action)
+        if self._status != ADV_DECISION and self._engine is not None:
+            self._engine.release(self._state)  # the last finished requests' blocks
 
     def _execute_batch(self) -> float:
         if self._engine is None:  # built on first use: the weights take memory and time

@@ -1,7 +1,7 @@
 """``tailgym/ServePriority-v0``: score the requests; the engine serves them in score order.
 
 Every ``interval_s`` of simulated time the agent gives one score per visible slot. The slots
-hold the ``slots`` oldest requests in the system (waiting, running or swapped; oldest first).
+hold the ``slots`` oldest requests in the system (arrived and unfinished; oldest first).
 In between, the engine runs its preemptive single-priority scheduler (``MODE_PREEMPTIVE``,
 see ``tailgym.engine.schedule``) on those scores: a higher score is served first, may take
 the KV blocks of a running request with a lower one (past its MemGuard guard ``guard_k`` and
@@ -29,14 +29,18 @@ from ..policies import dispatch
 from ..policies.registry import EngineSettings, PolicySpec
 from .base import LOG_HIGH, ServingEnv
 
+def _external_engine(knobs: dict) -> EngineSettings:
+    return EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY, guard_k=int(knobs["k"]),
+                          delta=knobs["delta"])
+
+
 EXTERNAL = PolicySpec(
     "external", dispatch.EXTERNAL, "Priorities set from outside the engine.",
     signals=("agent scores",), params={"k": 0.0, "delta": 0.0},
     knob_docs={"k": "MemGuard quantum, tokens (0 = a request may be evicted at once)",
                "delta": "hysteresis: evict only for a score higher by more than this"},
-    engine=lambda k: EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY, guard_k=int(k["k"]),
-                                    delta=k["delta"]))
-LIVE = (L.ST_WAITING, L.ST_RUNNING, L.ST_SWAPPED)
+    engine=_external_engine)
+LIVE = (L.ST_FUTURE, L.ST_WAITING, L.ST_RUNNING, L.ST_SWAPPED)  # FUTURE: arrived, not yet queued
 
 
 class ServePriorityEnv(ServingEnv):
@@ -78,6 +82,7 @@ class ServePriorityEnv(ServingEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         info = self._new_episode(seed)
+        self._state.rf[:, L.PRIO] = dispatch.UNSCORED
         self._d, _, self._slot_ids, _, self._recent, _ = D.new_decision_state(
             self.slots, self._state.n_requests, self.slo_s)
         return self._observe(), info
@@ -113,9 +118,9 @@ class ServePriorityEnv(ServingEnv):
         return self._observe(), -self.reward_scale * float(penalty), terminated, truncated, info
 
     def _observe(self) -> dict:
-        """Pick the visible requests (the oldest in the system) and describe them."""
+        """Pick the visible requests (the oldest arrived, unfinished ones) and describe them."""
         st, o = self._state, self._obs
-        k = int(st.s[L.S_NEXT_ARRIVAL])
+        k = int(np.searchsorted(st.rf[:, L.ARRIVAL], st.t[L.T_NOW], side="right"))
         live = np.flatnonzero(np.isin(st.ri[self._lo:k, L.STATUS], LIVE))[:self.slots]
         self._slot_ids[:] = -1
         self._slot_ids[:live.size] = self._lo + live

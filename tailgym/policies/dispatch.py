@@ -9,7 +9,7 @@ functions; ``hint`` carries what the policy is allowed to know (see ``registry``
 """
 from numba import njit
 
-from ..engine.layout import ARRIVAL, PROMPT
+from ..engine.layout import ARRIVAL, PRIO, PROMPT
 from . import fcfs, online
 from .attained import las_priority, mlfq_priority
 from .boost import job_work
@@ -44,8 +44,8 @@ def priority(pid, params, pstate, hint, rf, ri, i, now):
         return uniboost_priority(params, pstate, rf, ri, i)
     if pid == UNIBOOST_DIST:
         return uniboost_dist_priority(params, pstate, rf, ri, i)
-    if pid == EXTERNAL:  # set from outside (tailgym/ServePriority-v0); FCFS until then
-        return UNSCORED
+    if pid == EXTERNAL:  # set from outside (tailgym/ServePriority-v0), UNSCORED at first
+        return rf[i, PRIO]
     raise ValueError("unknown policy id")
 
 

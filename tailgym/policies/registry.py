@@ -59,6 +59,12 @@ class PolicySpec:
     choices: dict = field(default_factory=dict)
     engine: Callable[[dict], EngineSettings] = lambda knobs: EngineSettings()
 
+    def __reduce__(self):
+        """Registered specs pickle by name (their engine rules may be lambdas)."""
+        if POLICIES.get(self.name) is self:
+            return get_policy, (self.name,)
+        return super().__reduce__()
+
     @property
     def reads_output_length(self) -> bool:
         return self.knowledge != "none"

@@ -1,0 +1,87 @@
+"""Every tailgym id against the Gymnasium and SB3 checkers, SB3 vector envs and a
+MaskablePPO smoke run (the ids and their kwargs as users write them)."""
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from sb3_contrib import MaskablePPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from tailgym.envs import ENVS
+
+KWARGS = {
+    "tailgym/Serve-v0": {"workload": "default:n=40", "rate": 8.0, "kv_blocks": 600},
+    "tailgym/ServeGamma-v0": {"workload": "default:n=40", "rate": 8.0, "interval_s": 2.0},
+    "tailgym/ServePriority-v0": {"workload": "default:n=40", "rate": 8.0},
+    "tailgym/ServeHIL-v0": {"workload": "default:n=6", "rate": 20.0, "kv_blocks": 256},
+}
+
+
+def test_every_id_is_covered():
+    assert set(KWARGS) == set(ENVS)
+
+
+@pytest.mark.parametrize("env_id", sorted(KWARGS))
+def test_gymnasium_and_sb3_checkers_pass(env_id):
+    env = gymnasium.make(env_id, **KWARGS[env_id])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        check_env(env.unwrapped, skip_render_check=False)
+        sb3_check_env(env.unwrapped, warn=True)
+    env.spec.to_json()  # kwargs are JSON-serialisable
+    assert env.spec.nondeterministic == (env_id == "tailgym/ServeHIL-v0")
+
+
+def test_hil_env_runs_the_real_engine_to_the_end():
+    env = gymnasium.make("tailgym/ServeHIL-v0", **KWARGS["tailgym/ServeHIL-v0"])
+    env.reset(seed=0)
+    while True:
+        *_, terminated, truncated, info = env.step(env.unwrapped.heuristic_action())
+        if terminated or truncated:
+            break
+    report = env.unwrapped.report()
+    assert terminated and report.requests["finished"].all()
+    assert report.config["device"] == "cpu" and report.busy_seconds > 0
+    assert env.unwrapped._engine.tables.blocks.sum() == 0  # every block went back
+
+
+@pytest.mark.parametrize("env_id", ["tailgym/Serve-v0", "tailgym/ServePriority-v0"])
+def test_sb3_subproc_vec_env_with_the_module_prefix(env_id):
+    venv = make_vec_env(f"tailgym:{env_id}", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv,
+                        env_kwargs=KWARGS[env_id])
+    try:
+        obs = venv.reset()
+        assert obs["globals"].shape[0] == 2
+        for _ in range(20):
+            if env_id.endswith("Serve-v0"):
+                masks = np.stack(venv.env_method("action_masks"))
+                actions = masks.argmax(axis=1)
+            else:
+                actions = np.zeros((2, 16), np.float32)
+            obs, reward, done, infos = venv.step(actions)
+        assert reward.shape == (2,)
+    finally:
+        venv.close()
+
+
+@pytest.mark.parametrize("vec_env_cls", [DummyVecEnv, SubprocVecEnv])
+def test_maskable_ppo_smoke_training_on_serve(vec_env_cls):
+    import torch
+    torch.set_num_threads(1)
+    venv = make_vec_env("tailgym:tailgym/Serve-v0", n_envs=2, seed=0, vec_env_cls=vec_env_cls,
+                        env_kwargs={**KWARGS["tailgym/Serve-v0"], "illegal_action": "raise"})
+    try:
+        model = MaskablePPO("MultiInputPolicy", venv, n_steps=64, batch_size=64, n_epochs=1,
+                            policy_kwargs={"net_arch": [32]}, seed=0, verbose=0)
+        model.learn(256)
+        assert model.num_timesteps >= 256
+        obs = venv.reset()
+        masks = np.stack(venv.env_method("action_masks"))
+        actions, _ = model.predict(obs, action_masks=masks, deterministic=True)
+        assert masks[np.arange(2), actions].all()  # never an illegal action
+    finally:
+        venv.close()
