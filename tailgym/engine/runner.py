@@ -7,6 +7,8 @@ from .state import EngineConfig, EngineState
 from .step import run_engine
 
 CHUNK_STEPS = 200_000
+NO_LOG = np.zeros((0, L.L_COLS))
+UNLIMITED = np.iinfo(np.int64).max
 
 
 class EngineError(RuntimeError):
@@ -27,24 +29,32 @@ def run(state: EngineState, config: EngineConfig, coef: np.ndarray, policy, para
     n_done_target = state.n_requests - int((state.ri[:, L.STATUS] == L.ST_REJECTED).sum())
     bar = tqdm(total=n_done_target, unit="req", desc="simulating", disable=not progress,
                delay=0.5, leave=False)
-    steps_left = max_steps if max_steps is not None else np.iinfo(np.int64).max
+    steps_left = max_steps if max_steps is not None else UNLIMITED
     try:
         while steps_left > 0:
             chunk = int(min(CHUNK_STEPS, steps_left))
             log = np.zeros((chunk if record_steps else 0, L.L_COLS))
-            done = run_engine(state.rf, state.ri, state.target, state.hint, state.queues,
-                              state.batch, state.s, state.t, cfg_i, cfg_f, coef, params,
-                              state.pstate, log, chunk, float(until))
+            done = run_steps(state, cfg_i, cfg_f, coef, params, until, chunk, log)
             steps_left -= done
             if record_steps:
                 logs.append(log[:done])
             bar.update(int(state.s[L.S_N_FINISHED]) - bar.n)
-            err = int(state.s[L.S_ERROR])
-            if err:
-                raise EngineError(f"engine error {err} at t={state.t[L.T_NOW]:.6f}s after "
-                                  f"{state.s[L.S_STEPS]} steps: {state.status_counts()}")
             if done < chunk or state.t[L.T_NOW] >= until:
                 break
     finally:
         bar.close()
     return np.concatenate(logs) if record_steps else None
+
+
+def run_steps(state: EngineState, cfg_i: np.ndarray, cfg_f: np.ndarray, coef: np.ndarray,
+              params: np.ndarray, until: float, max_steps: int = UNLIMITED, log=NO_LOG) -> int:
+    """At most ``max_steps`` steps of ``run`` with prepared config arrays (no progress bar);
+    returns the steps run. Raises ``EngineError`` if the engine reports an error."""
+    done = run_engine(state.rf, state.ri, state.target, state.hint, state.queues, state.batch,
+                      state.s, state.t, cfg_i, cfg_f, coef, params, state.pstate, log,
+                      max_steps, float(until))
+    err = int(state.s[L.S_ERROR])
+    if err:
+        raise EngineError(f"engine error {err} at t={state.t[L.T_NOW]:.6f}s after "
+                          f"{state.s[L.S_STEPS]} steps: {state.status_counts()}")
+    return done

@@ -237,7 +237,7 @@ def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, first, r, blocks, seats):
     return _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, seats, True)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def next_queued(rf, queues, s, waiting_open, swapped_open):
     """The better head of the swapped and waiting heaps (-1 if none), and its queue."""
     best, queue = -1, -1
@@ -259,15 +259,18 @@ def schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
     waiting_open = True
     swapped_open = True
     k = 0
+    stale = True  # the queue heads change only by admissions, closed queues and evictions
     while budget > 0:
-        cand, queue = next_queued(rf, queues, s, waiting_open, swapped_open)
+        if stale:
+            cand, queue = next_queued(rf, queues, s, waiting_open, swapped_open)
+            stale = False
         if k < s[S_N_RUNNING] and (cand < 0 or before(rf, running[k], cand)):
             i = running[k]
             n = min(tokens_to_compute(ri, i, cfg_i), budget)
             need = extra_blocks(ri, i, n, bs)
             if need > s[S_FREE_BLOCKS]:
-                make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, k + 1, i,
-                          need - s[S_FREE_BLOCKS], 0)
+                stale = make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, k + 1, i,
+                                  need - s[S_FREE_BLOCKS], 0)
             if need <= s[S_FREE_BLOCKS]:
                 take_blocks(ri, s, i, need)
                 add_to_batch(batch, s, i, n)
@@ -276,6 +279,7 @@ def schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
             continue
         if cand < 0:
             break
+        stale = True
         n = tokens_to_compute(ri, cand, cfg_i)
         if n > budget and cfg_i[C_CHUNKED] == 0:
             n = 0

@@ -44,7 +44,7 @@ import time
 import numpy as np
 from gymnasium import spaces
 
-from ..engine import run
+from ..engine.runner import run_steps
 from ..engine import layout as L
 from ..engine.step import reprioritize_all
 from ..policies import online
@@ -136,6 +136,7 @@ class ServeGammaEnv(ServingEnv):
         super().reset(seed=seed)
         info = self._new_episode(seed)  # uniboost is prediction-free: no policy randomness
         self._params = self._base_params.copy()
+        self._cfg = self._config.arrays(self._spec, self._params)
         self._preemptions = 0
         obs, _ = self._observe(self._t_start)
         return obs, info
@@ -151,7 +152,7 @@ class ServeGammaEnv(ServingEnv):
         st = self._state
         t0 = float(st.t[L.T_NOW])
         start = time.perf_counter()
-        run(st, self._config, self._coef, self._spec, self._params, until=t0 + self.interval_s)
+        run_steps(st, *self._cfg, self._coef, self._params, t0 + self.interval_s)
         self._wall += time.perf_counter() - start
         obs, info = self._observe(t0)
         terminated = self._all_done()
@@ -164,14 +165,15 @@ class ServeGammaEnv(ServingEnv):
     def _set_knobs(self, values: dict[str, float]) -> None:
         """Write knob values into the params; re-prioritise everyone if the priorities change."""
         p, st = self._params, self._state
-        before = p[U.GAMMA], p[U.K]
+        before = p.copy()
         for name, value in values.items():
             p[KNOB_PARAM[name]] = value
-        if (p[U.GAMMA], p[U.K]) != before:
+        if (p[U.K], p[U.DELTA]) != (before[U.K], before[U.DELTA]):
+            self._cfg = self._config.arrays(self._spec, p)  # MemGuard k and delta live there
+        if (p[U.GAMMA], p[U.K]) != (before[U.GAMMA], before[U.K]):
             st.pstate[online.G_GAMMA] = p[U.GAMMA]
-            cfg_i, _ = self._config.arrays(self._spec, p)
-            reprioritize_all(st.rf, st.ri, st.hint, st.queues, st.s, cfg_i, p, st.pstate,
-                             st.t[L.T_NOW])
+            reprioritize_all(st.rf, st.ri, st.hint, st.queues, st.s, self._cfg[0], p,
+                             st.pstate, st.t[L.T_NOW])
 
     def _observe(self, t0: float):
         """Observation and per-interval counts for the interval from ``t0`` to now."""

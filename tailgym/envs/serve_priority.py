@@ -22,8 +22,8 @@ from gymnasium import spaces
 
 from ..engine import decisions as D
 from ..engine import layout as L
-from ..engine import run
 from ..engine.heap import heapify
+from ..engine.runner import run_steps
 from ..engine.layout import MODE_PREEMPTIVE, V_LOWEST_PRIORITY
 from ..policies import dispatch
 from ..policies.registry import EngineSettings, PolicySpec
@@ -67,7 +67,7 @@ class ServePriorityEnv(ServingEnv):
         self._policy, self._spec = "external", EXTERNAL
         self._knobs = EXTERNAL.knobs({"k": guard_k, "delta": delta})
         self._params = EXTERNAL.param_array(self._knobs)
-        self._cfg_i, _ = self._config.arrays(EXTERNAL, self._params)
+        self._cfg_i, self._cfg_f = self._config.arrays(EXTERNAL, self._params)
         self.slots, self.interval_s = slots, float(interval_s)
         nf, ng = len(D.SLOT_FEATURES), len(D.GLOBAL_FEATURES)
         self.action_space = spaces.Box(-1.0, 1.0, (slots,), np.float32)
@@ -100,7 +100,7 @@ class ServePriorityEnv(ServingEnv):
         heapify(st.queues[L.Q_SWAPPED], st.s[L.S_N_SWAPPED], st.rf)
         t0 = float(st.t[L.T_NOW])
         start = time.perf_counter()
-        run(st, self._config, self._coef, EXTERNAL, self._params, until=t0 + self.interval_s)
+        run_steps(st, self._cfg_i, self._cfg_f, self._coef, self._params, t0 + self.interval_s)
         self._wall += time.perf_counter() - start
         iv = self._interval(t0)
         for n in iv["outputs"]:  # completed output lengths feed the quantile features

@@ -20,14 +20,14 @@ from ..engine.layout import COMPUTED, GENERATED, PROMPT
 ALPHA_P, ALPHA_D, Q0, LEVELS = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def las_priority(params, ri, i):
     generated = ri[i, GENERATED]
     prefilled = ri[i, PROMPT] if generated > 0 else ri[i, COMPUTED]
     return params[ALPHA_P] * prefilled + params[ALPHA_D] * generated
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def mlfq_priority(params, ri, i):
     q0 = params[Q0]
     prompt_work = params[ALPHA_P] * ri[i, PROMPT]

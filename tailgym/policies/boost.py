@@ -10,7 +10,7 @@ from numba import njit
 MAX_BOOST = 1e9
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def b_gamma(gamma, work):
     if work <= 0.0:
         return MAX_BOOST

@@ -24,7 +24,7 @@ UNSCORED = 2.0  # EXTERNAL: priority of a request nobody scored (agent scores li
 GAMMA_POLICIES = (GAMMA_BOOST_ORACLE, UNIBOOST, UNIBOOST_DIST)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def priority(pid, params, pstate, hint, rf, ri, i, now):
     if pid == FCFS:
         return fcfs.priority(rf, ri, i, now, params)

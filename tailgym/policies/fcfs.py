@@ -9,6 +9,6 @@ from numba import njit
 from ..engine.layout import ARRIVAL
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def priority(rf, ri, i, now, params):
     return rf[i, ARRIVAL]

@@ -14,7 +14,7 @@ TAU, STARVATION_S = 0, 1
 PROMOTED = -1e12
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ltr_priority(params, hint, rf, ri, i, now):
     if ri[i, STATUS] == ST_WAITING and now - rf[i, ARRIVAL] > params[STARVATION_S]:
         return PROMOTED + rf[i, ARRIVAL]

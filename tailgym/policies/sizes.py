@@ -14,12 +14,12 @@ from .boost import job_work
 ALPHA_P, ALPHA_D = 0, 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def sjf_priority(params, hint, ri, i):
     return job_work(params[ALPHA_P], params[ALPHA_D], ri[i, PROMPT], hint[i])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def srpt_priority(params, hint, ri, i):
     generated = ri[i, GENERATED]
     prompt_left = max(ri[i, PROMPT] - ri[i, COMPUTED], 0) if generated == 0 else 0

@@ -15,6 +15,8 @@ or ``ada`` (from observed tails).
 ``uniboost-dist`` (spec 3.4) conditions the boost on attained decode service through the
 empirical table ``ln M(d) = ln E[exp(gamma alpha_d (S - d)) | S > d]`` on the MemGuard grid.
 """
+import math
+
 import numpy as np
 from numba import njit
 
@@ -30,20 +32,21 @@ FULL, BASE, DISTBOOST = 0, 1, 2
 MIN_TABLE_SAMPLES = 50
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def known_work(params, ri, i):
     return max(params[ALPHA_D] * ri[i, GENERATED], params[ALPHA_P] * ri[i, PROMPT])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def memguard(work, k_work):
     """Geometric quantisation: k_w, 2 k_w, 4 k_w, ... (the largest not above ``work``)."""
     if k_work <= 0.0:
         return work
-    return k_work * 2.0 ** np.floor(np.log2(max(work, k_work) / k_work))
+    exponent = math.frexp(max(work, k_work) / k_work)[1]  # x = m 2^e, m in [0.5, 1)
+    return math.ldexp(k_work, exponent - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def uniboost_priority(params, pstate, rf, ri, i):
     gamma = pstate[online.G_GAMMA]
     if params[VARIANT] == DISTBOOST:
@@ -54,7 +57,7 @@ def uniboost_priority(params, pstate, rf, ri, i):
     return rf[i, ARRIVAL] - b_gamma(gamma, work)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def grid_index(d, k, size):
     """Index of the MemGuard grid point (0, k, 2k, 4k, ...) at or below ``d`` tokens."""
     if d < k or k <= 0:
@@ -88,7 +91,7 @@ def build_table(params, pstate):
     pstate[online.G_TABLE_READY] = 1.0 if pstate[online.TABLE] == pstate[online.TABLE] else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def uniboost_dist_priority(params, pstate, rf, ri, i):
     if pstate[online.G_TABLE_READY] == 0.0:
         return uniboost_priority(params, pstate, rf, ri, i)
@@ -104,7 +107,7 @@ def uniboost_dist_priority(params, pstate, rf, ri, i):
     return rf[i, ARRIVAL] + np.log1p(-np.exp(-log_m)) / gamma
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def gamma_boost_priority(params, pstate, hint, rf, ri, i):
     """Full-information gamma-Boost on the true job work (an upper reference)."""
     work = job_work(params[ALPHA_P], params[ALPHA_D], ri[i, PROMPT], hint[i])
