@@ -41,7 +41,8 @@ N_SWAP = 8         # times swapped out
 SWAPPED_TOKENS = 9     # tokens whose KV was swapped out (summed over swaps)
 RECOMPUTED_TOKENS = 10 # tokens whose KV was dropped and must be recomputed
 PRIO_CHANGES = 11      # times its priority changed after arrival
-RI_COLS = 12
+NEXT_PRIO = 12         # its priority cannot change before GENERATED reaches this (0: any step)
+RI_COLS = 13
 
 # --- request status codes ---
 ST_FUTURE = 0      # not arrived yet

@@ -8,7 +8,8 @@ from .layout import (ARRIVAL, BLOCKS, C_BUDGET, C_CHECK, C_GPU_BLOCKS, C_HOST_BL
                      C_POLICY, C_REPRIORITIZE, CF_REFRESH_S, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE,
                      ERR_BLOCKS, ERR_STALL, FIRST_TOKEN, GENERATED, HOST_BLOCKS, L_BATCH,
                      L_CONTEXT, L_DECODE, L_DT, L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING,
-                     L_SWAP, L_WAITING, LAST_TOKEN, MAX_GAP, MODE_PREEMPTIVE, PRIO, PRIO_CHANGES,
+                     L_SWAP, L_WAITING, LAST_TOKEN, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PRIO,
+                     PRIO_CHANGES,
                      PROMPT,
                      Q_RUNNING, Q_SWAPPED, Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS,
                      S_FREE_HOST, S_N_FINISHED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING,
@@ -42,6 +43,7 @@ def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
         for p in range(s[slot]):
             i = queues[q, p]
             rf[i, PRIO] = dispatch.priority(pid, params, pstate, hint, rf, ri, i, now)
+            ri[i, NEXT_PRIO] = 0  # the knobs behind the threshold may have changed
     heapify(queues[Q_WAITING], s[S_N_WAITING], rf)
     heapify(queues[Q_SWAPPED], s[S_N_SWAPPED], rf)
 
@@ -108,8 +110,9 @@ def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, e
                 finished += 1
                 dispatch.on_finish(pid, params, pstate, rf, ri, i, g, end)
                 continue
-        if reprioritize:
+        if reprioritize and ri[i, GENERATED] >= ri[i, NEXT_PRIO]:
             new = dispatch.priority(pid, params, pstate, hint, rf, ri, i, end)
+            ri[i, NEXT_PRIO] = dispatch.next_change(pid, params, ri, i)
             if new != rf[i, PRIO]:
                 rf[i, PRIO] = new
                 ri[i, PRIO_CHANGES] += 1

@@ -1,6 +1,7 @@
 """The engine's single entry point into the policies, by policy id.
 
-``priority`` gives a request's priority (lower = served first). ``on_arrival`` and
+``priority`` gives a request's priority (lower = served first); ``next_change`` how long it
+holds. ``on_arrival`` and
 ``on_finish`` feed the online statistics; ``refresh`` runs every ``refresh_s`` of simulated
 time and returns True when every priority must be recomputed (e.g. gamma changed).
 To add a policy: write its ``@njit`` function in its own module, give it an id and a branch
@@ -16,7 +17,7 @@ from .boost import job_work
 from .ltr import ltr_priority
 from .sizes import sjf_priority, srpt_priority
 from .uniboost import (ALPHA_D, ALPHA_P, build_table, gamma_boost_priority, refresh_gamma,
-                       uniboost_dist_priority, uniboost_priority)
+                       uniboost_dist_priority, uniboost_next_change, uniboost_priority)
 
 (FCFS, SJF_ORACLE, SRPT_ORACLE, SRPT_PREDICTED, LTR, LAS, MLFQ, GAMMA_BOOST_ORACLE, UNIBOOST,
  UNIBOOST_DIST, EXTERNAL) = range(11)
@@ -47,6 +48,15 @@ def priority(pid, params, pstate, hint, rf, ri, i, now):
     if pid == EXTERNAL:  # set from outside (tailgym/ServePriority-v0), UNSCORED at first
         return rf[i, PRIO]
     raise ValueError("unknown policy id")
+
+
+@njit(cache=True, inline="always")
+def next_change(pid, params, ri, i):
+    """Generated tokens before which request ``i``'s priority, just computed, stays the same
+    (0: it may change after any step); spares recomputing it every step."""
+    if pid == UNIBOOST:
+        return uniboost_next_change(params, ri, i)
+    return 0
 
 
 @njit(cache=True)

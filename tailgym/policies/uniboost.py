@@ -58,6 +58,17 @@ def uniboost_priority(params, pstate, rf, ri, i):
 
 
 @njit(cache=True, inline="always")
+def uniboost_next_change(params, ri, i):
+    """Generated tokens before which the full variant's priority cannot change: MemGuard
+    holds the work at ``q`` until it reaches ``2 q`` (one token early, against rounding)."""
+    k_work = params[ALPHA_D] * params[K]
+    if params[VARIANT] != FULL or k_work <= 0.0:
+        return 0
+    q = memguard(known_work(params, ri, i), k_work)
+    return max(int(2.0 * q / params[ALPHA_D]) - 1, 0)
+
+
+@njit(cache=True, inline="always")
 def grid_index(d, k, size):
     """Index of the MemGuard grid point (0, k, 2k, 4k, ...) at or below ``d`` tokens."""
     if d < k or k <= 0:
