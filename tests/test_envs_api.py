@@ -40,7 +40,7 @@ def test_hil_env_runs_the_real_engine_to_the_end():
     env = gymnasium.make("tailgym/ServeHIL-v0", **KWARGS["tailgym/ServeHIL-v0"])
     env.reset(seed=0)
     while True:
-        *_, terminated, truncated, info = env.step(env.unwrapped.heuristic_action())
+        *_, terminated, truncated, _ = env.step(env.unwrapped.heuristic_action())
         if terminated or truncated:
             break
     report = env.unwrapped.report()
@@ -62,7 +62,7 @@ def test_sb3_subproc_vec_env_with_the_module_prefix(env_id):
                 actions = masks.argmax(axis=1)
             else:
                 actions = np.zeros((2, 16), np.float32)
-            obs, reward, done, infos = venv.step(actions)
+            obs, reward, *_ = venv.step(actions)
         assert reward.shape == (2,)
     finally:
         venv.close()
