@@ -23,7 +23,7 @@ def episode(env, choose, seed):
     steps = [(obs, info["action_mask"])]
     while True:
         obs, reward, terminated, truncated, info = env.step(choose(env, rng))
-        steps.append((obs, reward, terminated, truncated, info["action_mask"]))
+        steps.append((obs, reward, terminated, truncated, info["action_mask"], info["elapsed_s"]))
         if terminated or truncated:
             return steps, info
 
@@ -65,6 +65,7 @@ def test_heuristic_episode_equals_the_fast_path(order, kwargs):
     assert ours.steps == ref.steps
     total = np.nansum(ref.requests["completion"] - ref.requests["arrival"])
     assert sum(s[1] for s in steps[1:]) == pytest.approx(-total, rel=1e-12)
+    assert sum(s[5] for s in steps[1:]) == pytest.approx(ours.simulated_seconds, rel=1e-12)
     assert info["tailgym"]["requests_completed"] == ref.summary()["requests_completed"]
 
 

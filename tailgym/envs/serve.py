@@ -34,7 +34,11 @@ itself reads it (e.g. ``sjf-oracle``: then the slot order does).
 ``tailgym.simulate(..., policy=order)`` bit for bit for the policies that use vLLM's
 scheduler (``fcfs``, ``sjf-oracle``, ``ltr``, ``gamma-boost-oracle``, ``uniboost`` with
 ``variant=distboost``). Rewards, episodes and engine kwargs as ``ServingEnv``; one step is
-one decision, so a step's reward covers the engine steps run since the previous decision.
+one decision, so a step's reward covers the engine steps run since the previous decision
+(``info["elapsed_s"]`` simulated seconds; 0 between decisions of the same engine step).
+Mind the discount: with one below 1 an agent defers its costs by taking more decisions per
+engine step; train undiscounted or discount by ``elapsed_s``. The no-op is legal whenever the
+batch is not empty, so an agent may hold requests back (to keep KV headroom) or starve them.
 """
 import time
 
@@ -123,7 +127,7 @@ class ServeEnv(ServingEnv):
                                  f"decision; legal: {np.flatnonzero(self._mask).tolist()}")
             a = self.heuristic_action()
             self._illegal += 1
-        start = time.perf_counter()
+        start, t0 = time.perf_counter(), float(self._state.t[L.T_NOW])
         self._advance(a)
         self._wall += time.perf_counter() - start
         df = self._df
@@ -131,7 +135,8 @@ class ServeEnv(ServingEnv):
         df[D.DF_AREA] = df[D.DF_MISSES] = 0.0
         terminated = self._status == D.ADV_DONE
         truncated = self._status == D.ADV_STOP
-        info = {"action_mask": self._mask.copy(), "illegal_action": illegal}
+        info = {"action_mask": self._mask.copy(), "illegal_action": illegal,
+                "elapsed_s": float(self._state.t[L.T_NOW]) - t0}
         if terminated or truncated:
             info["tailgym"] = self.report().summary()
         if self.render_mode is not None:
