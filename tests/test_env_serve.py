@@ -120,6 +120,22 @@ def test_the_agent_choice_changes_the_schedule():
     assert not np.array_equal(fcfs["first_token"], other["first_token"])
 
 
+def test_work_conserving_mode_never_offers_the_no_op_with_an_admissible_request():
+    env = ServeEnv(**SMALL, work_conserving=True)
+    rng = np.random.default_rng(0)
+    env.reset(seed=3)
+    admissions = 0
+    while True:
+        mask = env.action_masks()
+        if env.decision == "admit":
+            admissions += 1
+            assert mask[:-1].any() and not mask[-1]
+        *_, terminated, truncated, _ = env.step(random_masked(env, rng))
+        if terminated or truncated:
+            break
+    assert admissions >= 300 and env.report().requests["finished"].all()
+
+
 def test_masks_and_illegal_actions():
     env = ServeEnv(**SMALL)
     assert env.action_masks().all() and env.action_masks().shape == (17,)  # before reset

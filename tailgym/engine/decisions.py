@@ -10,7 +10,8 @@ choices is pending, with the clock frozen:
   action 0 recomputes, action 1 swaps.
 * **admit** (``K_ADMIT``, only in a step without preemption, while budget and seats are
   left): the agent picks a swapped or waiting request to receive its next share of the
-  step's token budget, or the no-op, which runs the step.
+  step's token budget, or the no-op, which runs the step (with ``D_WORK_CONSERVING`` only
+  once nothing more can be admitted).
 
 Candidates fill the ``slots`` array in the order of the engine's policy: for eviction its
 victim order (the vLLM victim first), for admission the swapped heap then the waiting heap,
@@ -69,7 +70,8 @@ D_N = 5            # its new tokens, fixed when it first asked
 D_VICTIM = 6       # victim of a pending K_SWAP decision
 D_NSLOTS = 7       # valid slots
 D_RECENT = 8       # completions recorded in the ``recent`` ring
-D_COLS = 9
+D_WORK_CONSERVING = 9  # 1: no no-op while a request can be admitted
+D_COLS = 10
 
 # --- float state df ---
 DF_AREA = 0        # request-seconds in the system since the caller last reset it
@@ -89,10 +91,11 @@ RECENT = 64        # completed output lengths kept for the quantile features
 RATE_WINDOW = 64   # arrivals behind the arrival-rate estimate
 
 
-def new_decision_state(slots: int, n_requests: int, slo_s: float):
+def new_decision_state(slots: int, n_requests: int, slo_s: float, work_conserving=False):
     """``d``, ``df``, slots, mask (int8, K+1), recent ring and scratch for ``advance``."""
     d = np.zeros(D_COLS, dtype=np.int64)
     d[D_CURRENT] = -1
+    d[D_WORK_CONSERVING] = int(work_conserving)
     df = np.zeros(DF_COLS)
     df[DF_SLO] = slo_s
     return (d, df, np.full(slots, -1, dtype=np.int64), np.zeros(slots + 1, dtype=np.int8),
@@ -131,7 +134,7 @@ def _offer_admission(rf, ri, queues, batch, s, cfg_i, d, slots, mask, scratch):
         if _admission(ri, slots[j], s, cfg_i, d[D_BUDGET])[0] > 0:
             mask[j] = 1
             any_ok = True
-    mask[k] = 1 if s[S_BATCH] > 0 else 0
+    mask[k] = 1 if s[S_BATCH] > 0 and d[D_WORK_CONSERVING] == 0 else 0
     return any_ok
 
 

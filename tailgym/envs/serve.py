@@ -38,7 +38,10 @@ one decision, so a step's reward covers the engine steps run since the previous 
 (``info["elapsed_s"]`` simulated seconds; 0 between decisions of the same engine step).
 Mind the discount: with one below 1 an agent defers its costs by taking more decisions per
 engine step; train undiscounted or discount by ``elapsed_s``. The no-op is legal whenever the
-batch is not empty, so an agent may hold requests back (to keep KV headroom) or starve them.
+batch is not empty, so an agent may hold requests back (to keep KV headroom) or starve them;
+with ``work_conserving=True`` it is legal only once nothing more can be admitted, so the agent
+chooses the admission order only (``heuristic_action()`` then takes the best admissible
+request where vLLM would block at the head of the line).
 """
 import time
 
@@ -70,13 +73,14 @@ class ServeEnv(ServingEnv):
                  slots: int = 16, order: str = "fcfs", policy_args: dict | None = None,
                  reward: str = "integral", reward_scale: float = 1.0, slo_s: float = 10.0,
                  horizon_s: float | None = None, on_unfit: str = "reject",
-                 illegal_action: str = "fallback", render_mode: str | None = None):
+                 illegal_action: str = "fallback", work_conserving: bool = False,
+                 render_mode: str | None = None):
         if not (isinstance(slots, int) and slots >= 1):
             raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
         if illegal_action not in ("fallback", "raise"):
             raise ValueError(f"illegal_action must be 'fallback' or 'raise', "
                              f"got {illegal_action!r}")
-        self.illegal_action = illegal_action
+        self.illegal_action, self.work_conserving = illegal_action, bool(work_conserving)
         super().__init__(workload, model, gpu, profile, load, rate, rate_scale, kv_blocks,
                          max_num_batched_tokens, max_num_seqs, preemption_mode, reward,
                          reward_scale, slo_s, horizon_s, on_unfit, render_mode)
@@ -104,7 +108,8 @@ class ServeEnv(ServingEnv):
         info = self._new_episode(seed)
         st = self._state
         (self._d, self._df, self._slot_ids, self._mask, self._recent,
-         self._scratch) = D.new_decision_state(self.slots, st.n_requests, self.slo_s)
+         self._scratch) = D.new_decision_state(self.slots, st.n_requests, self.slo_s,
+                                               self.work_conserving)
         self._until = np.inf if self.horizon_s is None else self._t_start + self.horizon_s
         self._illegal = 0
         self._advance(-1)
@@ -155,7 +160,7 @@ class ServeEnv(ServingEnv):
             victim = int(self._d[D.D_VICTIM])
             return int(should_swap(st.ri, victim, st.s, self._cfg_i, self._cfg_f, self._coef))
         if kind == D.K_ADMIT and not self._mask[0]:
-            return self.slots
+            return self.slots if self._mask[self.slots] else int(np.flatnonzero(self._mask)[0])
         return 0
 
     def _advance(self, action: int) -> None:
