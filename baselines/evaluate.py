@@ -41,9 +41,15 @@ from baselines.common import (
     run_episode,
 )
 
-AGENTS = {"maskable_ppo_serve": (MaskablePPO, "tailgym/Serve-v0"),
-          "ppo_serve_gamma": (PPO, "tailgym/ServeGamma-v0"),
-          "ppo_serve_priority": (PPO, "tailgym/ServePriority-v0")}
+WORK_CONSERVING = {"work_conserving": True}
+# checkpoint name -> (algorithm, env id, env kwargs of its training run beyond common.py's)
+AGENTS = {"maskable_ppo_serve": (MaskablePPO, "tailgym/Serve-v0", {}),
+          "maskable_ppo_serve_wc": (MaskablePPO, "tailgym/Serve-v0", WORK_CONSERVING),
+          "ppo_serve_gamma": (PPO, "tailgym/ServeGamma-v0", {}),
+          "ppo_serve_priority": (PPO, "tailgym/ServePriority-v0", {})}
+TRAINERS = {"maskable_ppo_serve_wc": "maskable_ppo_serve --env-kwargs "
+                                     "'{\"work_conserving\": true}' --out "
+                                     "baselines/checkpoints/maskable_ppo_serve_wc.zip"}
 HEURISTICS = ("fcfs", "sjf-oracle", "srpt-oracle", "uniboost")
 GAMMAS = tuple(10.0 ** np.arange(-3, 4))
 TUNE_SEEDS = tuple(range(5))
@@ -53,9 +59,10 @@ HERE = Path(__file__).parent
 
 def agent_label(name: str) -> str:
     """Row name of the trained agent ``name`` (a key of ``AGENTS``)."""
-    cls, env_id = AGENTS[name]
+    cls, env_id, overrides = AGENTS[name]
     how = "sampled actions" if cls is MaskablePPO else "mean action"
-    return f"{cls.__name__} ({env_id.split('/')[1]}, {how})"
+    mode = ", work-conserving" if overrides.get("work_conserving") else ""
+    return f"{cls.__name__} ({env_id.split('/')[1]}{mode}, {how})"
 
 
 def simulate(workload, policy: str, seed: int, **kwargs) -> tailgym.Report:
@@ -100,16 +107,16 @@ def methods(checkpoints: Path = CHECKPOINTS, gamma: float = 1.0) -> dict:
     """Method name -> ``f(workload, seed) -> Report``, every one on the evaluation engine."""
     predictor = length_predictor.load_predictor()
     agents = {name: cls.load(checkpoints / f"{name}.zip", device="cpu")
-              for name, (cls, _) in AGENTS.items()}
+              for name, (cls, _, _) in AGENTS.items()}
 
     def srpt_learned(workload, seed):
         wl = tailgym.load_workload(workload, seed=seed)
         return simulate(wl, "srpt-predicted", seed,
                         hint=length_predictor.predict(predictor, wl))
 
-    def env_method(env_id, make_act):
-        return lambda workload, seed: run_episode(env_id, env_kwargs(env_id, workload), seed,
-                                                  make_act(seed))
+    def env_method(env_id, make_act, overrides=None):
+        return lambda workload, seed: run_episode(
+            env_id, env_kwargs(env_id, workload, overrides), seed, make_act(seed))
 
     table = {h: (lambda workload, seed, h=h: simulate(workload, h, seed)) for h in HEURISTICS}
     table |= {
@@ -117,12 +124,14 @@ def methods(checkpoints: Path = CHECKPOINTS, gamma: float = 1.0) -> dict:
             workload, "uniboost", seed, policy_args={"gamma_mode": "fixed", "gamma": gamma}),
         "srpt-learned (MLP length predictor)": srpt_learned,
         "random masked agent (Serve-v0)": env_method("tailgym/Serve-v0", random_masked_act),
+        "random masked agent (Serve-v0, work-conserving)": env_method(
+            "tailgym/Serve-v0", random_masked_act, WORK_CONSERVING),
         "constant scores (ServePriority-v0)": env_method(
             "tailgym/ServePriority-v0",
             lambda seed: lambda env, obs: np.zeros(env.action_space.shape, np.float32))}
-    for name, (_, env_id) in AGENTS.items():
+    for name, (_, env_id, overrides) in AGENTS.items():
         table[agent_label(name)] = env_method(
-            env_id, lambda seed, model=agents[name]: agent_act(model, seed))
+            env_id, lambda seed, model=agents[name]: agent_act(model, seed), overrides)
     return table
 
 
@@ -182,9 +191,9 @@ def learning_curve(monitor: Path) -> tuple[np.ndarray, np.ndarray]:
 def plot_learning_curves(checkpoints: Path, refs: dict, path: Path) -> None:
     """Mean TTLT implied by each training episode's return (the return is minus
     ``reward_scale`` x the total TTLT), with heuristics on the training window for scale."""
-    fig = Figure(figsize=(5 * len(AGENTS), 3.6))
-    axes = fig.subplots(1, len(AGENTS))
-    for ax, (name, (cls, env_id)) in zip(axes, AGENTS.items()):
+    fig = Figure(figsize=(10, 7.2))
+    axes = fig.subplots(2, (len(AGENTS) + 1) // 2).ravel()
+    for ax, (name, (cls, env_id, _)) in zip(axes, AGENTS.items()):
         steps, ret = learning_curve(monitor_dir(checkpoints / f"{name}.zip"))
         ttlt = -ret / (ENV_KWARGS[env_id]["reward_scale"] * WINDOW)
         ax.plot(steps, ttlt, ".", ms=3, alpha=0.4, color="C0", label="episode")
@@ -193,7 +202,7 @@ def plot_learning_curves(checkpoints: Path, refs: dict, path: Path) -> None:
                 label=f"running mean ({k} episodes)")
         for (ref, value), color in zip(refs.items(), ("C3", "C2", "C4")):
             ax.axhline(value, color=color, ls="--", lw=1, label=ref)
-        ax.set_title(f"{cls.__name__} on {env_id}", fontsize=9)
+        ax.set_title(agent_label(name), fontsize=8)
         ax.set_xlabel("env steps")
         ax.set_ylabel("training-episode mean TTLT (s)")
         ax.grid(alpha=0.3)
@@ -262,7 +271,7 @@ def main(argv=None) -> int:
         f"## Training\n\n{budget_table(args.checkpoints)}\n\n"
         f"![learning curves](results/learning_curves.png)\n\n"
         f"Commands (from the repository root, `TAILGYM_DATA_DIR` set):\n\n```bash\n"
-        + "".join(f"python -m baselines.{name}\n" for name in AGENTS)
+        + "".join(f"python -m baselines.{TRAINERS.get(name, name)}\n" for name in AGENTS)
         + f"python -m baselines.evaluate\n```\n{discussion}")
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     return 0

@@ -20,9 +20,11 @@ SMALL = "azure-conv:start=13600,n=40,arrival=gamma,cv=2"  # a short held-out win
 def checkpoints(tmp_path_factory):
     """Each script trained for a tiny budget (1 env, DummyVecEnv) into one folder."""
     folder = tmp_path_factory.mktemp("checkpoints")
+    tiny = ["--timesteps", "256", "--n-envs", "1", "--vec-env", "dummy", "--seed", "3"]
     for name, (script, _) in SCRIPTS.items():
-        script.main(["--timesteps", "256", "--n-envs", "1", "--vec-env", "dummy", "--seed", "3",
-                     "--out", str(folder / f"{name}.zip")])
+        script.main([*tiny, "--out", str(folder / f"{name}.zip")])
+    maskable_ppo_serve.main([*tiny, "--env-kwargs", json.dumps(evaluate.WORK_CONSERVING),
+                             "--out", str(folder / "maskable_ppo_serve_wc.zip")])
     return folder
 
 
