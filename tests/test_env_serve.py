@@ -187,7 +187,7 @@ def test_vector_envs_batch_the_masks(mode):
                               workload="default:n=20")
     try:
         obs, info = envs.reset(seed=[0, 1])
-        assert obs["slots"].shape == (2, 160) and info["action_mask"].shape == (2, 17)
+        assert obs["slots"].shape == (2, 176) and info["action_mask"].shape == (2, 17)
         for _ in range(50):
             actions = [int(np.flatnonzero(m)[0]) for m in info["action_mask"]]
             obs, reward, _, _, info = envs.step(np.array(actions))

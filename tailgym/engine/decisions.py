@@ -81,8 +81,8 @@ DF_COLS = 3
 
 # --- observation layout ---
 SLOT_FEATURES = ("age_s", "prompt_tokens", "generated_tokens", "tokens_to_compute",
-                 "kv_blocks", "preemptions", "swapped", "running", "scheduled_tokens",
-                 "blocks_needed")
+                 "decoding", "kv_blocks", "preemptions", "swapped", "running",
+                 "scheduled_tokens", "blocks_needed")
 GLOBAL_FEATURES = ("decision_admit", "decision_evict", "decision_swap", "kv_util",
                    "host_util", "budget_left", "seats_left", "waiting", "swapped", "running",
                    "hidden", "batch", "arrival_rate", "recent_output_p50",
@@ -358,18 +358,19 @@ def observe(rf, ri, batch, s, t, cfg_i, d, recent, slots, out_slots, out_valid, 
         out_slots[o + 1] = _log1p(ri[i, PROMPT])
         out_slots[o + 2] = _log1p(ri[i, GENERATED])
         out_slots[o + 3] = _log1p(todo)
-        out_slots[o + 4] = _log1p(ri[i, BLOCKS])
-        out_slots[o + 5] = _log1p(ri[i, N_PREEMPT])
-        out_slots[o + 6] = 1.0 if ri[i, STATUS] == ST_SWAPPED else 0.0
+        out_slots[o + 4] = 1.0 if ri[i, GENERATED] > 0 and todo <= 1 else 0.0  # phase
+        out_slots[o + 5] = _log1p(ri[i, BLOCKS])
+        out_slots[o + 6] = _log1p(ri[i, N_PREEMPT])
+        out_slots[o + 7] = 1.0 if ri[i, STATUS] == ST_SWAPPED else 0.0
         running = ri[i, STATUS] == ST_RUNNING
-        out_slots[o + 7] = 1.0 if running else 0.0
+        out_slots[o + 8] = 1.0 if running else 0.0
         scheduled = 0
         if running:
             for b in range(nb):
                 if batch[0, b] == i:
                     scheduled = batch[1, b]
-        out_slots[o + 8] = _log1p(scheduled)
-        out_slots[o + 9] = _log1p(extra_blocks(ri, i, max(todo, 1), bs))
+        out_slots[o + 9] = _log1p(scheduled)
+        out_slots[o + 10] = _log1p(extra_blocks(ri, i, max(todo, 1), bs))
     kind = d[D_KIND]
     g = out_globals
     g[0] = 1.0 if kind == K_ADMIT else 0.0

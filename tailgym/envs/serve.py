@@ -20,8 +20,9 @@ illegal action is replaced by ``heuristic_action()`` and flagged in ``info["ille
 ``illegal_action="raise"``.
 
 **Observation**: ``Dict`` of float32 Boxes: ``slots`` (``slots x len(SLOT_FEATURES)``, flat,
-slot-major: age, prompt tokens, tokens generated, tokens left to compute, KV blocks held,
-preemptions, swapped, running, tokens scheduled this step, blocks it needs), ``slot_valid``
+slot-major: age, prompt tokens, tokens generated, tokens left to compute, phase (1 while
+decoding, 0 in prefill or recompute), KV blocks held, preemptions, swapped, running, tokens
+scheduled this step, blocks it needs), ``slot_valid``
 and ``globals`` (``GLOBAL_FEATURES``: decision kind, KV and host use, budget and seats left,
 queue lengths, candidates hidden beyond the slots, batch size, arrival rate over the last 64
 arrivals, P50/P90/P99 of the last 64 completed output lengths, preemptions). Counts and times
