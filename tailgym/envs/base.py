@@ -1,12 +1,15 @@
 """What every tailgym environment shares: engine and workload set-up from JSON-serialisable
 kwargs, seeded episodes, reward options, the final report and the renderers."""
-import numpy as np
 from dataclasses import asdict
 
 import gymnasium as gym
+import numpy as np
+from numba import njit
 
 from ..engine import EngineState
 from ..engine import layout as L
+from ..engine.layout import (ARRIVAL, DONE, FIRST_TOKEN, GENERATED, ST_FINISHED, ST_REJECTED,
+                             STATUS)
 from ..metrics import Report
 from ..policies import resolve
 from ..sim import POLICY_STREAM, admission_check, apply_rate, build_engine, request_table
@@ -16,6 +19,64 @@ REWARDS = ("integral", "tail")
 LOG_HIGH = np.log1p(np.finfo(np.float32).max)  # float32 bound of the log1p features
 STATUS_NAMES = {L.ST_FUTURE: "arrived", L.ST_WAITING: "waiting", L.ST_RUNNING: "running",
                 L.ST_SWAPPED: "swapped"}
+
+
+IV_IN_SYSTEM, IV_FINISHED, IV_MISSES, IV_LO, IV_QUANTILES = range(5)
+QUANTILES = (0.5, 0.9, 0.99)
+IV_COLS = IV_QUANTILES + 2 * len(QUANTILES)
+
+
+@njit(cache=True)
+def _quantiles(x, out, at):
+    """``QUANTILES`` of ``x`` (linear interpolation, numpy's default) into ``out[at:]``;
+    zeros if ``x`` is empty."""
+    n = x.size
+    x.sort()
+    for j, q in enumerate(QUANTILES):
+        if n == 0:
+            out[at + j] = 0.0
+            continue
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        out[at + j] = x[lo] + (x[hi] - x[lo]) * (pos - lo)
+
+
+@njit(cache=True)
+def interval_stats(rf, ri, lo, k, t0, t1, slo, buf, out):
+    """Scan requests ``lo..k-1`` (arrived by ``t1``) for the interval ``[t0, t1]``: into
+    ``out`` (``IV_*``) the request-seconds spent in the system (rejected ones excluded),
+    requests finished in it and their SLO misses, the first request still open (or ``k``),
+    and the TTLT and TTFT quantiles of the finished; ``buf`` rows 0-2 get their TTLT, TTFT
+    and output tokens."""
+    in_system = 0.0
+    n = 0
+    misses = 0
+    first_open = -1
+    for i in range(lo, k):
+        status = ri[i, STATUS]
+        if status == ST_REJECTED:
+            continue
+        arrival, done = rf[i, ARRIVAL], rf[i, DONE]
+        end = t1 if done != done else min(done, t1)  # nan: still in the system
+        overlap = end - max(arrival, t0)
+        if overlap > 0:
+            in_system += overlap
+        if status != ST_FINISHED:
+            if first_open < 0:
+                first_open = i
+        elif done > t0:
+            buf[0, n] = done - arrival
+            buf[1, n] = rf[i, FIRST_TOKEN] - arrival
+            buf[2, n] = ri[i, GENERATED]
+            misses += buf[0, n] > slo
+            n += 1
+    out[IV_IN_SYSTEM] = in_system
+    out[IV_FINISHED] = n
+    out[IV_MISSES] = misses
+    out[IV_LO] = first_open if first_open >= 0 else k
+    _quantiles(buf[0, :n], out, IV_QUANTILES)
+    _quantiles(buf[1, :n], out, IV_QUANTILES + len(QUANTILES))
 
 
 class ServingEnv(gym.Env):
@@ -101,6 +162,7 @@ class ServingEnv(gym.Env):
         self._t_start = float(self._state.t[L.T_NOW])
         self._wall = 0.0
         self._lo = 0       # every request before this index has finished or was rejected
+        self._buffers = None  # scratch of interval_stats
         self._arrived = 0  # requests arrived so far (rejected ones included)
         self._history = []  # (t, waiting, running, swapped, kv_util) per step, when rendering
         return {"workload_seed": self.workload_seed, "t": self._t_start,
@@ -108,26 +170,24 @@ class ServingEnv(gym.Env):
                 **self._rate_info}
 
     def _interval(self, t0: float) -> dict:
-        """What happened from ``t0`` to now: request-seconds spent in the system, the TTLT,
-        TTFT and output tokens of the requests that finished (and how many missed ``slo_s``),
-        arrivals, and the age of the oldest request still in the system."""
-        st, rf, ri = self._state, self._state.rf, self._state.ri
+        """What happened from ``t0`` to now: request-seconds spent in the system, P50/P90/P99
+        of the TTLT and TTFT of the requests that finished (``quantiles``, zeros if none), their
+        output tokens, how many finished and missed ``slo_s``, arrivals, and the age of the
+        oldest request still in the system."""
+        st = self._state
         t1 = float(st.t[L.T_NOW])
-        arrival = rf[:, L.ARRIVAL]
-        k = int(np.searchsorted(arrival, t1, side="right"))
-        rows = slice(self._lo, k)  # requests that may have been in the system since t0
-        status, done, arr = ri[rows, L.STATUS], rf[rows, L.DONE], arrival[rows]
-        overlap = np.fmin(done, t1) - np.maximum(arr, t0)  # nan done (unfinished) -> until t1
-        fin = (status == L.ST_FINISHED) & (done > t0)
-        ttlt = done[fin] - arr[fin]
-        still_open = np.flatnonzero((status != L.ST_FINISHED) & (status != L.ST_REJECTED))
-        self._lo += int(still_open[0]) if still_open.size else k - self._lo
+        k = int(np.searchsorted(st.rf[:, L.ARRIVAL], t1, side="right"))
+        if self._buffers is None or self._buffers[0].size != st.n_requests:
+            self._buffers = np.zeros((3, st.n_requests)), np.zeros(IV_COLS)
+        buf, out = self._buffers
+        interval_stats(st.rf, st.ri, self._lo, k, t0, t1, self.slo_s, buf, out)
+        done = int(out[IV_FINISHED])
+        self._lo = int(out[IV_LO])
         arrivals, self._arrived = k - self._arrived, k
-        return {"in_system_s": float(overlap[(status != L.ST_REJECTED) & (overlap > 0)].sum()),
-                "ttlt": ttlt, "ttft": rf[rows, L.FIRST_TOKEN][fin] - arr[fin],
-                "outputs": ri[rows, L.GENERATED][fin], "arrivals": arrivals,
-                "slo_violations": int((ttlt > self.slo_s).sum()),
-                "oldest_age": t1 - arrival[self._lo] if self._lo < k else 0.0}
+        return {"in_system_s": float(out[IV_IN_SYSTEM]), "completions": done,
+                "slo_violations": int(out[IV_MISSES]), "quantiles": out[IV_QUANTILES:].copy(),
+                "outputs": buf[2, :done].copy(), "arrivals": arrivals,
+                "oldest_age": t1 - st.rf[self._lo, L.ARRIVAL] if self._lo < k else 0.0}
 
     def _record(self) -> None:
         """Append the queue counts and KV use of this moment to the render history."""

@@ -58,7 +58,6 @@ GLOBALS = ("kv_util", "waiting", "running", "swapped", "arrival_rate", "completi
            "ttlt_p50", "ttlt_p90", "ttlt_p99", "ttft_p50", "ttft_p90", "ttft_p99",
            "preemptions", "oldest_age")
 GLOBALS_HIGH = np.r_[1.0, np.full(len(GLOBALS) - 1, LOG_HIGH)]
-QUANTILES = np.array([0.5, 0.9, 0.99])
 
 
 def knob_value(name: str, a: float) -> float:
@@ -77,17 +76,6 @@ def knob_action(name: str, value: float) -> float:
     scale, lo, hi = KNOBS[name]
     x = {"log10": math.log10, "log2": math.log2}.get(scale, float)(value)
     return min(max(2.0 * (x - lo) / (hi - lo) - 1.0, -1.0), 1.0)
-
-
-def quantiles(x: np.ndarray) -> np.ndarray:
-    """``QUANTILES`` of ``x`` (linear interpolation, numpy's default), zeros if empty."""
-    if x.size == 0:
-        return np.zeros(QUANTILES.size)
-    x = np.sort(x)
-    pos = QUANTILES * (x.size - 1)
-    lo = pos.astype(np.int64)
-    hi = np.minimum(lo + 1, x.size - 1)
-    return x[lo] + (x[hi] - x[lo]) * (pos - lo)
 
 
 class ServeGammaEnv(ServingEnv):
@@ -184,14 +172,14 @@ class ServeGammaEnv(ServingEnv):
         kv_util = 1.0 - s[L.S_FREE_BLOCKS] / self._config.num_gpu_blocks
         counts = [s[L.S_N_WAITING], s[L.S_N_RUNNING], s[L.S_N_SWAPPED]]
         rate = iv["arrivals"] / (t1 - t0) if t1 > t0 else 0.0
-        logged = np.concatenate([counts, [rate, iv["ttlt"].size], quantiles(iv["ttlt"]),
-                                 quantiles(iv["ttft"]), [preemptions, iv["oldest_age"]]])
+        logged = np.concatenate([counts, [rate, iv["completions"]], iv["quantiles"],
+                                 [preemptions, iv["oldest_age"]]])
         values = np.concatenate([[kv_util], np.log1p(logged)])
         knobs = [knob_action(name, self._params[KNOB_PARAM[name]]) for name in KNOBS]
         if self.render_mode is not None:
             self._record()
         obs = {"globals": values.astype(np.float32), "knobs": np.array(knobs, dtype=np.float32)}
-        info = {"t": t1, "arrivals": iv["arrivals"], "completions": int(iv["ttlt"].size),
+        info = {"t": t1, "arrivals": iv["arrivals"], "completions": iv["completions"],
                 "preemptions": preemptions, "slo_violations": iv["slo_violations"],
                 "in_system_s": iv["in_system_s"],
                 **{name: float(self._params[KNOB_PARAM[name]]) for name in KNOBS}}

@@ -109,7 +109,7 @@ class ServePriorityEnv(ServingEnv):
         terminated = self._all_done()
         truncated = self._truncated(terminated)
         penalty = iv["in_system_s"] if self.reward == "integral" else iv["slo_violations"]
-        info = {"t": float(st.t[L.T_NOW]), "completions": int(iv["ttlt"].size),
+        info = {"t": float(st.t[L.T_NOW]), "completions": iv["completions"],
                 "in_system_s": iv["in_system_s"], "slo_violations": iv["slo_violations"]}
         if terminated or truncated:
             info["tailgym"] = self.report().summary()
