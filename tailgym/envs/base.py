@@ -4,9 +4,11 @@ from dataclasses import asdict
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from numba import njit
 
 from ..engine import EngineState
+from ..engine import decisions as D
 from ..engine import layout as L
 from ..engine.layout import (ARRIVAL, DONE, FIRST_TOKEN, GENERATED, ST_FINISHED, ST_REJECTED,
                              STATUS)
@@ -146,6 +148,28 @@ class ServingEnv(gym.Env):
         self._spec, self._knobs, self._params = resolve(name, args, self._coef,
                                                         self._config.max_num_seqs)
 
+    def _init_slot_view(self, slots: int) -> None:
+        """Observation space and buffers of the slot-based envs (``Serve-v0``,
+        ``ServePriority-v0``): ``slots`` requests described by ``decisions.observe``."""
+        if not (isinstance(slots, int) and slots >= 1):
+            raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+        self.slots = slots
+        nf, ng = len(D.SLOT_FEATURES), len(D.GLOBAL_FEATURES)
+        self.observation_space = spaces.Dict({
+            "slots": spaces.Box(0.0, LOG_HIGH, (slots * nf,), np.float32),
+            "slot_valid": spaces.Box(0.0, 1.0, (slots,), np.float32),
+            "globals": spaces.Box(0.0, LOG_HIGH, (ng,), np.float32)})
+        self._obs = {"slots": np.zeros(slots * nf, np.float32),
+                     "slot_valid": np.zeros(slots, np.float32),
+                     "globals": np.zeros(ng, np.float32)}
+
+    def _observe_slots(self) -> dict:
+        """The observation of the requests in ``_slot_ids`` (copies of the buffers)."""
+        st, o = self._state, self._obs
+        D.observe(st.rf, st.ri, st.batch, st.s, st.t, self._cfg_i, self._d, self._recent,
+                  self._slot_ids, o["slots"], o["slot_valid"], o["globals"])
+        return {key: v.copy() for key, v in o.items()}
+
     def _new_episode(self, seed: int | None) -> dict:
         """A fresh engine state for the episode of ``seed`` (drawn from ``np_random`` if
         None); returns the reset info."""
@@ -162,7 +186,7 @@ class ServingEnv(gym.Env):
         self._t_start = float(self._state.t[L.T_NOW])
         self._wall = 0.0
         self._lo = 0       # every request before this index has finished or was rejected
-        self._buffers = None  # scratch of interval_stats
+        self._iv_buf, self._iv_out = np.zeros((3, self._state.n_requests)), np.zeros(IV_COLS)
         self._arrived = 0  # requests arrived so far (rejected ones included)
         self._history = []  # (t, waiting, running, swapped, kv_util) per step, when rendering
         return {"workload_seed": self.workload_seed, "t": self._t_start,
@@ -177,9 +201,7 @@ class ServingEnv(gym.Env):
         st = self._state
         t1 = float(st.t[L.T_NOW])
         k = int(np.searchsorted(st.rf[:, L.ARRIVAL], t1, side="right"))
-        if self._buffers is None or self._buffers[0].size != st.n_requests:
-            self._buffers = np.zeros((3, st.n_requests)), np.zeros(IV_COLS)
-        buf, out = self._buffers
+        buf, out = self._iv_buf, self._iv_out
         interval_stats(st.rf, st.ri, self._lo, k, t0, t1, self.slo_s, buf, out)
         done = int(out[IV_FINISHED])
         self._lo = int(out[IV_LO])

@@ -53,7 +53,7 @@ from ..engine import EngineError
 from ..engine import decisions as D
 from ..engine import layout as L
 from ..engine.kv import should_swap
-from .base import LOG_HIGH, ServingEnv
+from .base import ServingEnv
 
 KIND_NAMES = {D.K_ADMIT: "admit", D.K_EVICT: "evict", D.K_SWAP: "swap or recompute",
               D.K_NONE: "none"}
@@ -76,8 +76,7 @@ class ServeEnv(ServingEnv):
                  horizon_s: float | None = None, on_unfit: str = "reject",
                  illegal_action: str = "fallback", work_conserving: bool = False,
                  render_mode: str | None = None):
-        if not (isinstance(slots, int) and slots >= 1):
-            raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+        self._init_slot_view(slots)
         if illegal_action not in ("fallback", "raise"):
             raise ValueError(f"illegal_action must be 'fallback' or 'raise', "
                              f"got {illegal_action!r}")
@@ -87,16 +86,7 @@ class ServeEnv(ServingEnv):
                          reward_scale, slo_s, horizon_s, on_unfit, render_mode)
         self._set_policy(order, policy_args)
         self._cfg_i, self._cfg_f = self._config.arrays(self._spec, self._params)
-        self.slots = slots
-        nf, ng = len(D.SLOT_FEATURES), len(D.GLOBAL_FEATURES)
         self.action_space = spaces.Discrete(slots + 1)
-        self.observation_space = spaces.Dict({
-            "slots": spaces.Box(0.0, LOG_HIGH, (slots * nf,), np.float32),
-            "slot_valid": spaces.Box(0.0, 1.0, (slots,), np.float32),
-            "globals": spaces.Box(0.0, LOG_HIGH, (ng,), np.float32)})
-        self._obs = {"slots": np.zeros(slots * nf, np.float32),
-                     "slot_valid": np.zeros(slots, np.float32),
-                     "globals": np.zeros(ng, np.float32)}
         self._mask = np.ones(slots + 1, dtype=np.int8)  # before reset(): nothing is known
         self._status = D.ADV_DONE
 
@@ -116,7 +106,7 @@ class ServeEnv(ServingEnv):
         self._advance(-1)
         self._df[D.DF_AREA] = self._df[D.DF_MISSES] = 0.0
         info["action_mask"] = self._mask.copy()
-        return self._observe(), info
+        return self._observe_slots(), info
 
     def step(self, action):
         if self._state is None:
@@ -147,7 +137,7 @@ class ServeEnv(ServingEnv):
             info["tailgym"] = self.report().summary()
         if self.render_mode is not None:
             self._record()
-        return self._observe(), -self.reward_scale * float(penalty), terminated, truncated, info
+        return self._observe_slots(), -self.reward_scale * float(penalty), terminated, truncated, info
 
     @property
     def decision(self) -> str:
@@ -190,12 +180,6 @@ class ServeEnv(ServingEnv):
     def _execute_batch(self) -> float:
         """Seconds the formed batch takes on an outside engine (untimed mode only)."""
         raise NotImplementedError
-
-    def _observe(self) -> dict:
-        st, o = self._state, self._obs
-        D.observe(st.rf, st.ri, st.batch, st.s, st.t, self._cfg_i, self._d, self._recent,
-                  self._slot_ids, o["slots"], o["slot_valid"], o["globals"])
-        return {k: v.copy() for k, v in o.items()}
 
     def _config_info(self) -> dict:
         return {**super()._config_info(), "policy": "agent", "order": self._policy,

@@ -27,7 +27,7 @@ from ..engine.runner import run_steps
 from ..engine.layout import MODE_PREEMPTIVE, V_LOWEST_PRIORITY
 from ..policies import dispatch
 from ..policies.registry import EngineSettings, PolicySpec
-from .base import LOG_HIGH, ServingEnv
+from .base import ServingEnv
 
 def _external_engine(knobs: dict) -> EngineSettings:
     return EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY, guard_k=int(knobs["k"]),
@@ -55,8 +55,7 @@ class ServePriorityEnv(ServingEnv):
                  delta: float = 0.0, reward: str = "integral", reward_scale: float = 1.0,
                  slo_s: float = 10.0, horizon_s: float | None = None, on_unfit: str = "reject",
                  render_mode: str | None = None):
-        if not (isinstance(slots, int) and slots >= 1):
-            raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+        self._init_slot_view(slots)
         if not (np.isfinite(interval_s) and interval_s > 0):
             raise ValueError(f"interval_s must be finite and > 0, got {interval_s}")
         if not (guard_k >= 0 and delta >= 0):
@@ -68,16 +67,8 @@ class ServePriorityEnv(ServingEnv):
         self._knobs = EXTERNAL.knobs({"k": guard_k, "delta": delta})
         self._params = EXTERNAL.param_array(self._knobs)
         self._cfg_i, self._cfg_f = self._config.arrays(EXTERNAL, self._params)
-        self.slots, self.interval_s = slots, float(interval_s)
-        nf, ng = len(D.SLOT_FEATURES), len(D.GLOBAL_FEATURES)
+        self.interval_s = float(interval_s)
         self.action_space = spaces.Box(-1.0, 1.0, (slots,), np.float32)
-        self.observation_space = spaces.Dict({
-            "slots": spaces.Box(0.0, LOG_HIGH, (slots * nf,), np.float32),
-            "slot_valid": spaces.Box(0.0, 1.0, (slots,), np.float32),
-            "globals": spaces.Box(0.0, LOG_HIGH, (ng,), np.float32)})
-        self._obs = {"slots": np.zeros(slots * nf, np.float32),
-                     "slot_valid": np.zeros(slots, np.float32),
-                     "globals": np.zeros(ng, np.float32)}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -119,15 +110,13 @@ class ServePriorityEnv(ServingEnv):
 
     def _observe(self) -> dict:
         """Pick the visible requests (the oldest arrived, unfinished ones) and describe them."""
-        st, o = self._state, self._obs
+        st = self._state
         k = int(np.searchsorted(st.rf[:, L.ARRIVAL], st.t[L.T_NOW], side="right"))
         live = np.flatnonzero(np.isin(st.ri[self._lo:k, L.STATUS], LIVE))[:self.slots]
         self._slot_ids[:] = -1
         self._slot_ids[:live.size] = self._lo + live
         self._d[D.D_NSLOTS] = live.size
-        D.observe(st.rf, st.ri, st.batch, st.s, st.t, self._cfg_i, self._d, self._recent,
-                  self._slot_ids, o["slots"], o["slot_valid"], o["globals"])
-        return {key: v.copy() for key, v in o.items()}
+        return self._observe_slots()
 
     def _config_info(self) -> dict:
         return {**super()._config_info(), "policy": "agent", "slots": self.slots,
