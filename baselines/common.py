@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import torch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
@@ -110,3 +111,16 @@ def run_episode(env_id: str, kwargs: dict, seed: int, act) -> tailgym.Report:
     report = env.unwrapped.report()
     env.close()
     return report
+
+
+def train(algo, env_id: str, name: str, doc: str, hyperparams: dict, timesteps: int,
+          argv=None, vec_env: str = "subproc") -> Path:
+    """A training script's whole run: parse its command line (``train_parser``), train
+    ``algo``'s ``MultiInputPolicy`` on ``env_id`` with ``hyperparams`` on one torch thread,
+    and save the checkpoint (``learn_and_save``); returns its path."""
+    args = train_parser(doc, name, timesteps, vec_env).parse_args(argv)
+    torch.set_num_threads(1)
+    env = make_train_env(env_id, args)
+    model = algo("MultiInputPolicy", env, seed=args.seed, device="cpu", verbose=0,
+                 **hyperparams)
+    return learn_and_save(model, env_id, args, hyperparams)

@@ -12,10 +12,9 @@ more decisions (e.g. admitting fewer requests per engine step) to push costs fur
 a first run with gamma 0.995 drifted that way (episodes grew from ~800 to ~4500 decisions
 without a better return).
 """
-import torch
 from sb3_contrib import MaskablePPO
 
-from baselines.common import learn_and_save, make_train_env, train_parser
+from baselines.common import train
 
 ENV_ID = "tailgym/Serve-v0"
 HYPERPARAMS = {"n_steps": 1024, "batch_size": 256, "n_epochs": 4, "learning_rate": 3e-4,
@@ -24,13 +23,7 @@ HYPERPARAMS = {"n_steps": 1024, "batch_size": 256, "n_epochs": 4, "learning_rate
 
 
 def main(argv=None):
-    args = train_parser(__doc__, "maskable_ppo_serve", timesteps=150_000,
-                        vec_env="dummy").parse_args(argv)
-    torch.set_num_threads(1)
-    env = make_train_env(ENV_ID, args)
-    model = MaskablePPO("MultiInputPolicy", env, seed=args.seed, device="cpu", verbose=0,
-                        **HYPERPARAMS)
-    return learn_and_save(model, ENV_ID, args, HYPERPARAMS)
+    return train(MaskablePPO, ENV_ID, "maskable_ppo_serve", __doc__, HYPERPARAMS, 150_000, argv, vec_env="dummy")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ UniBoost's gamma (log scale, 1e-3..1e3 per s); the engine runs UniBoost in betwe
 Training workload and engine: ``baselines/common.py``. Reward: minus request-seconds in the
 system over the interval (x 0.01).
 """
-import torch
 from stable_baselines3 import PPO
 
-from baselines.common import learn_and_save, make_train_env, train_parser
+from baselines.common import train
 
 ENV_ID = "tailgym/ServeGamma-v0"
 HYPERPARAMS = {"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4,
@@ -19,11 +18,7 @@ HYPERPARAMS = {"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate"
 
 
 def main(argv=None):
-    args = train_parser(__doc__, "ppo_serve_gamma", timesteps=12_000).parse_args(argv)
-    torch.set_num_threads(1)
-    env = make_train_env(ENV_ID, args)
-    model = PPO("MultiInputPolicy", env, seed=args.seed, device="cpu", verbose=0, **HYPERPARAMS)
-    return learn_and_save(model, ENV_ID, args, HYPERPARAMS)
+    return train(PPO, ENV_ID, "ppo_serve_gamma", __doc__, HYPERPARAMS, 12_000, argv)
 
 
 if __name__ == "__main__":

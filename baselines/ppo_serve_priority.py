@@ -8,10 +8,9 @@ score order (unscored, younger requests after them, oldest first).
 Training workload and engine: ``baselines/common.py``. Reward: minus request-seconds in the
 system over the interval (x 0.02).
 """
-import torch
 from stable_baselines3 import PPO
 
-from baselines.common import learn_and_save, make_train_env, train_parser
+from baselines.common import train
 
 ENV_ID = "tailgym/ServePriority-v0"
 HYPERPARAMS = {"n_steps": 512, "batch_size": 128, "n_epochs": 10, "learning_rate": 3e-4,
@@ -20,11 +19,7 @@ HYPERPARAMS = {"n_steps": 512, "batch_size": 128, "n_epochs": 10, "learning_rate
 
 
 def main(argv=None):
-    args = train_parser(__doc__, "ppo_serve_priority", timesteps=30_000).parse_args(argv)
-    torch.set_num_threads(1)
-    env = make_train_env(ENV_ID, args)
-    model = PPO("MultiInputPolicy", env, seed=args.seed, device="cpu", verbose=0, **HYPERPARAMS)
-    return learn_and_save(model, ENV_ID, args, HYPERPARAMS)
+    return train(PPO, ENV_ID, "ppo_serve_priority", __doc__, HYPERPARAMS, 30_000, argv)
 
 
 if __name__ == "__main__":
