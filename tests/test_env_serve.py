@@ -7,6 +7,7 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import data_equivalence
+from workload_helpers import lengthened_pair
 
 import tailgym
 from tailgym.engine import layout as L
@@ -198,15 +199,7 @@ def test_vector_envs_batch_the_masks(mode):
 
 def test_observation_does_not_reveal_output_lengths(tmp_path):
     """Lengthening one request's output changes no observation before it would have ended."""
-    wl = tailgym.load_workload("default:n=80", seed=0).with_rate(8.0)
-    paths = []
-    for extra in (0, 400):
-        out = wl.output_tokens.copy()
-        out[10] += extra
-        path = tmp_path / f"w{extra}.csv"
-        path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
-            f"{a!r},{p},{o}\n" for a, p, o in zip(wl.arrival_s.tolist(), wl.prompt_tokens, out)))
-        paths.append(str(path))
+    paths = lengthened_pair(tmp_path, "default:n=80", 8.0, index=10, extra=400)
     short, long_ = (ServeEnv(workload=p, kv_blocks=800) for p in paths)
     a, _ = short.reset(seed=0)
     b, _ = long_.reset(seed=0)

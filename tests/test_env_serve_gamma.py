@@ -10,6 +10,7 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from workload_helpers import lengthened_pair
 
 import tailgym
 from tailgym.envs import ServeGammaEnv, register_envs
@@ -175,15 +176,7 @@ def test_horizon_truncates_with_a_summary():
 
 def test_observation_does_not_reveal_output_lengths(tmp_path):
     """Lengthening one request's output changes no observation before it would have ended."""
-    wl = tailgym.load_workload("default:n=60", seed=0).with_rate(6.0)
-    paths = []
-    for extra in (0, 400):
-        out = wl.output_tokens.copy()
-        out[10] += extra
-        path = tmp_path / f"w{extra}.csv"
-        path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
-            f"{a!r},{p},{o}\n" for a, p, o in zip(wl.arrival_s.tolist(), wl.prompt_tokens, out)))
-        paths.append(str(path))
+    paths = lengthened_pair(tmp_path, "default:n=60", 6.0, index=10, extra=400)
     short, long_ = (ServeGammaEnv(workload=p, interval_s=0.5) for p in paths)
     short.reset(seed=0)
     long_.reset(seed=0)

@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import data_equivalence
+from workload_helpers import write_workload_csv
 
 from tailgym.engine import layout as L
 from tailgym.envs import ServePriorityEnv
@@ -36,10 +37,8 @@ def same(a, b) -> bool:
 def test_higher_scores_are_served_first(tmp_path):
     """Six equal requests at t=0, one prefill per step: scores rising with slot index
     (younger requests higher) serve them youngest first."""
-    path = tmp_path / "w.csv"
-    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(
-        f"0.0,512,{n}\n" for n in (3, 3, 3, 3, 3, 3)))
-    env = ServePriorityEnv(workload=str(path), max_num_batched_tokens=512, slots=6,
+    path = write_workload_csv(tmp_path / "w.csv", np.zeros(6), [512] * 6, [3] * 6)
+    env = ServePriorityEnv(workload=path, max_num_batched_tokens=512, slots=6,
                            interval_s=1e-4)
     rollout(env, lambda i: np.linspace(-1, 1, 6, dtype=np.float32), seed=0)
     first = env.report().requests["first_scheduled"]
