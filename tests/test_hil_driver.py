@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tailgym.engine import layout as L
-from tailgym.engine.step import PLAN_AGAIN, PLAN_DONE, batch_features, finish_step, plan_step
+from tailgym.engine.cost import batch_features
+from tailgym.engine.step import PLAN_AGAIN, PLAN_DONE, finish_step, plan_step
 from tailgym.hil.driver import run_hil
 from tailgym.hil.model import model_spec
 from tailgym.sim import prepare
@@ -27,7 +28,7 @@ def replay(run, dts):
             continue
         if status == PLAN_DONE:
             return np.array(rows)
-        batch_features(st.ri, st.batch, int(st.s[L.S_BATCH]), x)
+        batch_features(st.batch, int(st.s[L.S_BATCH]), x)
         rows.append(x.copy())
         finish_step(st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t, cfg_i,
                     run.params, st.pstate, dts[len(rows) - 1])

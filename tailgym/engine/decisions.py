@@ -27,17 +27,17 @@ from numba import njit
 
 from .heap import before, heap_head, heap_remove
 from .kv import extra_blocks, preempt
-from .layout import (ARRIVAL, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GPU_BLOCKS,
+from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GPU_BLOCKS,
                      C_HOST_BLOCKS, C_MAX_SEQS, C_VICTIM, C_WATERMARK, CF_SWAP_S_PER_BLOCK,
                      COMPUTED, DONE, ERR_STALL, GENERATED, N_PREEMPT, PROMPT, Q_RUNNING,
                      Q_SWAPPED, Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST,
                      S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL, S_PREEMPT_RECOMPUTE,
                      S_PREEMPT_SWAP, S_PREEMPTED_NOW, S_SWAP_BLOCKS, ST_FINISHED, ST_REJECTED,
                      ST_RUNNING, ST_SWAPPED, STATUS, T_NOW, V_LAST)
+from .cost import batch_features, step_time
 from .schedule import (add_to_batch, drop_from_batch, remove_at, start_running, swap_back,
                        take_blocks, tokens_to_compute)
-from .step import (PLAN_AGAIN, PLAN_DONE, PLAN_STOP, batch_features, begin_step, finish_step,
-                   step_time)
+from .step import PLAN_AGAIN, PLAN_DONE, PLAN_STOP, begin_step, finish_step
 
 # --- decision kinds (d[D_KIND]) ---
 K_NONE = 0
@@ -180,7 +180,7 @@ def _running_pass(ri, queues, batch, s, cfg_i, d):
             return True
         d[D_CURRENT] = -1
         take_blocks(ri, s, i, need)
-        add_to_batch(batch, s, i, n)
+        add_to_batch(batch, s, ri, i, n)
         d[D_BUDGET] -= n
         d[D_K] += 1
     return False
@@ -219,7 +219,7 @@ def _admit(i, rf, ri, queues, batch, s, cfg_i, d, now):
         swap_back(ri, s, i)
     take_blocks(ri, s, i, need)
     start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
-    add_to_batch(batch, s, i, n)
+    add_to_batch(batch, s, ri, i, n)
     d[D_BUDGET] -= n
 
 
@@ -257,7 +257,7 @@ def complete_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, psta
     df[DF_AREA] += (s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING]) * dt
     finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt)
     for b in range(s[S_BATCH]):
-        i = batch[0, b]
+        i = batch[B_REQ, b]
         if ri[i, STATUS] == ST_FINISHED and rf[i, DONE] == t[T_NOW]:
             if rf[i, DONE] - rf[i, ARRIVAL] > df[DF_SLO]:
                 df[DF_MISSES] += 1.0
@@ -315,7 +315,7 @@ def advance(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, param
                 return ADV_ERROR
             if timed == 0:
                 return ADV_READY
-            batch_features(ri, batch, s[S_BATCH], x)
+            batch_features(batch, s[S_BATCH], x)
             dt = step_time(coef, x) + s[S_SWAP_BLOCKS] * cfg_f[CF_SWAP_S_PER_BLOCK]
             complete_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, d,
                           df, recent, dt)
@@ -367,8 +367,8 @@ def observe(rf, ri, batch, s, t, cfg_i, d, recent, slots, out_slots, out_valid, 
         scheduled = 0
         if running:
             for b in range(nb):
-                if batch[0, b] == i:
-                    scheduled = batch[1, b]
+                if batch[B_REQ, b] == i:
+                    scheduled = batch[B_NEW, b]
         out_slots[o + 9] = _log1p(scheduled)
         out_slots[o + 10] = _log1p(extra_blocks(ri, i, max(todo, 1), bs))
     kind = d[D_KIND]

@@ -1,6 +1,7 @@
 """Paged KV cache accounting: block needs, allocation, preemption by recompute or swap."""
 from numba import njit
 
+from .cost import recompute_seconds
 from .heap import heap_push
 from .layout import (BLOCKS, C_COST_AWARE, C_PREEMPT_MODE, CF_SWAP_S_PER_BLOCK,
                      COMPUTED, HOST_BLOCKS, N_PREEMPT, N_SWAP, PM_SWAP, Q_SWAPPED, Q_WAITING,
@@ -22,15 +23,6 @@ def extra_blocks(ri, i, n_new, block_size):
     if n_new <= slack:
         return 0
     return blocks_for(n_new - slack, block_size)
-
-
-@njit(cache=True)
-def recompute_seconds(coef, tokens):
-    """Marginal step time of prefilling ``tokens`` again (constant term excluded)."""
-    c = float(tokens)
-    compute = coef[0, 1] * c + coef[0, 3] * c + coef[0, 4] * 0.5 * c * c
-    memory = coef[1, 1] * c + coef[1, 3] * c + coef[1, 4] * 0.5 * c * c
-    return max(compute, memory)
 
 
 @njit(cache=True)

@@ -10,7 +10,7 @@ and stepped from Python (gymnasium envs) or numba (fast path) alike:
   nan for prediction-free ones (built in ``tailgym.policies.registry``).
 * ``pstate`` float64: the policy's online statistics (``tailgym.policies.online``).
 * ``queues`` int64 ``(3, N)``: the waiting heap, the swapped heap and the running list.
-* ``batch`` int64 ``(2, N)``: request index and new tokens of each request scheduled this step.
+* ``batch`` int64 ``(B_ROWS, N)``: one column per request scheduled this step (rows ``B_*``).
 * ``s`` int64 ``(S_COLS,)`` and ``t`` float64 ``(T_COLS,)``: engine scalars (counters, clock).
 * ``cfg_i`` int64 / ``cfg_f`` float64: engine configuration, read-only during a run.
 
@@ -56,6 +56,13 @@ ST_REJECTED = 5    # refused before the run (reason kept on the Python side)
 Q_WAITING = 0
 Q_SWAPPED = 1
 Q_RUNNING = 2
+
+# --- batch rows ---
+B_REQ = 0          # request index
+B_NEW = 1          # new tokens computed this step
+B_CONTEXT = 2      # tokens of the request already computed before this step
+B_DECODE = 3       # 1 if this is a one-token decode of a sampled token
+B_ROWS = 4
 
 # --- int scalars (s) ---
 S_NEXT_ARRIVAL = 0     # index of the next request to arrive

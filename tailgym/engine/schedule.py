@@ -18,7 +18,7 @@ from numba import njit
 
 from .heap import before, heap_pop
 from .kv import blocks_for, extra_blocks, preempt, should_swap
-from .layout import (BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GUARD_K, C_LONG_PREFILL,
+from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GUARD_K, C_LONG_PREFILL,
                      C_MAX_SEQS, C_VICTIM, C_WATERMARK, CF_DELTA, COMPUTED, FIRST_SCHED,
                      GENERATED, GUARD, HOST_BLOCKS, PRIO, PROMPT, Q_RUNNING, Q_SWAPPED,
                      Q_WAITING, S_BATCH, S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES,
@@ -55,10 +55,13 @@ def remove_at(arr, n, pos):
 
 
 @njit(cache=True, inline="always")
-def add_to_batch(batch, s, i, n):
+def add_to_batch(batch, s, ri, i, n):
     b = s[S_BATCH]
-    batch[0, b] = i
-    batch[1, b] = n
+    c = ri[i, COMPUTED]
+    batch[B_REQ, b] = i
+    batch[B_NEW, b] = n
+    batch[B_CONTEXT, b] = c
+    batch[B_DECODE, b] = 1 if n == 1 and ri[i, GENERATED] > 0 and c + 1 == ri[i, PROMPT] + ri[i, GENERATED] else 0
     s[S_BATCH] = b + 1
 
 
@@ -67,11 +70,10 @@ def drop_from_batch(batch, s, i):
     """Remove request ``i`` from this step's batch; return the tokens it had been given."""
     nb = s[S_BATCH]
     for b in range(nb):
-        if batch[0, b] == i:
-            n = batch[1, b]
+        if batch[B_REQ, b] == i:
+            n = batch[B_NEW, b]
             for c in range(b, nb - 1):
-                batch[0, c] = batch[0, c + 1]
-                batch[1, c] = batch[1, c + 1]
+                batch[:, c] = batch[:, c + 1]
             s[S_BATCH] = nb - 1
             return n
     return 0
@@ -143,7 +145,7 @@ def schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, budget):
         if evicted_self:
             break
         take_blocks(ri, s, i, need)
-        add_to_batch(batch, s, i, n)
+        add_to_batch(batch, s, ri, i, n)
         budget -= n
         k += 1
     return budget
@@ -162,7 +164,7 @@ def schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now):
         swap_back(ri, s, i)
         take_blocks(ri, s, i, need)
         start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
-        add_to_batch(batch, s, i, n)
+        add_to_batch(batch, s, ri, i, n)
         budget -= n
     return budget
 
@@ -183,7 +185,7 @@ def schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, now):
         heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
         take_blocks(ri, s, i, need)
         start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
-        add_to_batch(batch, s, i, n)
+        add_to_batch(batch, s, ri, i, n)
         budget -= n
     return budget
 
@@ -273,7 +275,7 @@ def schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
                                   need - s[S_FREE_BLOCKS], 0)
             if need <= s[S_FREE_BLOCKS]:
                 take_blocks(ri, s, i, need)
-                add_to_batch(batch, s, i, n)
+                add_to_batch(batch, s, ri, i, n)
                 budget -= n
             k += 1
             continue
@@ -299,7 +301,7 @@ def schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
             swap_back(ri, s, cand)
         take_blocks(ri, s, cand, need)
         start_running(rf, ri, queues, s, cfg_i, cand, k, now)
-        add_to_batch(batch, s, cand, n)
+        add_to_batch(batch, s, ri, cand, n)
         budget -= n
         k += 1
 

@@ -94,7 +94,7 @@ class EngineState:
         if rejected is not None:
             self.ri[rejected, L.STATUS] = L.ST_REJECTED
         self.queues = np.zeros((3, max(n, 1)), dtype=np.int64)
-        self.batch = np.zeros((2, max(n, 1)), dtype=np.int64)
+        self.batch = np.zeros((L.B_ROWS, max(n, 1)), dtype=np.int64)
         self.s = np.zeros(L.S_COLS, dtype=np.int64)
         self.s[L.S_FREE_BLOCKS] = config.num_gpu_blocks
         self.s[L.S_FREE_HOST] = config.num_host_blocks

@@ -3,8 +3,9 @@ import numpy as np
 from numba import njit
 
 from ..policies import dispatch
+from .cost import batch_features, step_time
 from .heap import heap_push, heapify
-from .layout import (ARRIVAL, BLOCKS, C_BUDGET, C_CHECK, C_GPU_BLOCKS, C_HOST_BLOCKS, C_MODE,
+from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BUDGET, C_CHECK, C_GPU_BLOCKS, C_HOST_BLOCKS, C_MODE,
                      C_POLICY, C_REPRIORITIZE, CF_REFRESH_S, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE,
                      ERR_BLOCKS, ERR_STALL, FIRST_TOKEN, GENERATED, HOST_BLOCKS, L_BATCH,
                      L_CONTEXT, L_DECODE, L_DT, L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING,
@@ -49,39 +50,6 @@ def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
 
 
 @njit(cache=True, inline="always")
-def batch_features(ri, batch, nb, x):
-    """Fill ``x`` with the step-time features of the batch: const, prefill tokens, decode
-    sequences, context tokens read, prefill attention (causal query-key pairs)."""
-    x[0] = 1.0
-    x[1] = 0.0
-    x[2] = 0.0
-    x[3] = 0.0
-    x[4] = 0.0
-    for b in range(nb):
-        i = batch[0, b]
-        n = batch[1, b]
-        c = ri[i, COMPUTED]
-        if n == 1 and ri[i, GENERATED] > 0 and c + 1 == ri[i, PROMPT] + ri[i, GENERATED]:
-            x[2] += 1.0
-            x[3] += c + 1.0
-        else:
-            x[1] += n
-            x[3] += c + n
-            x[4] += n * (c + 0.5 * n)
-
-
-@njit(cache=True, inline="always")
-def step_time(coef, x):
-    """Roofline form: the larger of the compute and memory times of the batch."""
-    compute = 0.0
-    memory = 0.0
-    for f in range(x.shape[0]):
-        compute += coef[0, f] * x[f]
-        memory += coef[1, f] * x[f]
-    return max(compute, memory)
-
-
-@njit(cache=True, inline="always")
 def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end):
     """Advance every scheduled request; sample a token where its KV caught up with its
     tokens; finish requests that reached their output length and free their blocks."""
@@ -89,8 +57,8 @@ def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, e
     reprioritize = cfg_i[C_REPRIORITIZE] == 1
     finished = 0
     for b in range(s[S_BATCH]):
-        i = batch[0, b]
-        ri[i, COMPUTED] += batch[1, b]
+        i = batch[B_REQ, b]
+        ri[i, COMPUTED] += batch[B_NEW, b]
         if ri[i, COMPUTED] == ri[i, PROMPT] + ri[i, GENERATED]:
             g = ri[i, GENERATED] + 1
             ri[i, GENERATED] = g
@@ -249,7 +217,7 @@ def run_engine(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, pa
             continue
         if status != PLAN_READY:
             break
-        batch_features(ri, batch, s[S_BATCH], x)
+        batch_features(batch, s[S_BATCH], x)
         swap_blocks = s[S_SWAP_BLOCKS]
         dt = step_time(coef, x) + swap_blocks * cfg_f[CF_SWAP_S_PER_BLOCK]
         finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt)

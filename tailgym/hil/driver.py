@@ -10,8 +10,8 @@ import time
 import numpy as np
 
 from ..engine import layout as L
-from ..engine.step import (PLAN_AGAIN, PLAN_DONE, PLAN_READY, batch_features, finish_step,
-                           plan_step)
+from ..engine.cost import batch_features
+from ..engine.step import PLAN_AGAIN, PLAN_DONE, PLAN_READY, finish_step, plan_step
 from ..sim import prepare
 from ..workload import load_workload
 from .executor import HILExecutor
@@ -137,7 +137,7 @@ def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str 
             break
         if status != PLAN_READY:
             raise RuntimeError(f"engine error {st.s[L.S_ERROR]} at t={st.t[L.T_NOW]:.3f}s")
-        batch_features(st.ri, st.batch, int(st.s[L.S_BATCH]), x)
+        batch_features(st.batch, int(st.s[L.S_BATCH]), x)
         dt = engine.execute(st)
         finish_step(st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t, cfg_i,
                     run.params, st.pstate, dt)
