@@ -24,7 +24,12 @@ class Report:
 
     ``requests`` holds one entry per request that entered (rejected ones included, with nan
     times): arrival, prompt/output tokens, first scheduled, first token, completion, mean and
-    max token gap, preemptions, swaps, swapped and recomputed tokens, and ``finished``.
+    max token gap, preemptions, swaps, swapped and recomputed tokens, prompt tokens served from
+    the prefix cache at first admission (``cached_tokens``) and over all admissions
+    (``hit_tokens``), and ``finished``. ``batches`` (with ``record_batches``) lists every engine
+    step: ``t_start``, ``t_end`` (s), ``batch`` (``[request index, tokens]``, in schedule order;
+    request index = row of the loaded workload) and ``preempted`` (requests preempted while
+    forming it, or while forming empty batches just before it).
     """
 
     requests: dict[str, np.ndarray]
@@ -40,6 +45,8 @@ class Report:
     warmup_s: float = 0.0
     slo: dict[str, float] = field(default_factory=dict)
     step_log: np.ndarray | None = None
+    batches: list[dict] | None = None
+    empty_batches: int = 0
 
     def _measured(self) -> np.ndarray:
         """Mask of finished requests that arrived after the warm-up window."""
@@ -106,6 +113,9 @@ class Report:
             "preemptions_recompute": self.preemptions_recompute,
             "preemptions_swap": self.preemptions_swap,
             "guard_overrides": self.guard_overrides,
+            "prefix_cache_hit_rate": (float(r["cached_tokens"][finished].sum())
+                                      / max(int(r["prompt_tokens"][finished].sum()), 1)),
+            "prefix_cache_hit_tokens": int(r["hit_tokens"].sum()),
             "swapped_tokens": int(r["swapped_tokens"].sum()),
             "recomputed_tokens": int(r["recomputed_tokens"].sum()),
             "steps": self.steps,
@@ -135,6 +145,8 @@ class Report:
         lines.append(f"preemptions: {s['preemptions']} ({s['preemptions_recompute']} recompute, "
                      f"{s['preemptions_swap']} swap); recomputed tokens {s['recomputed_tokens']}, "
                      f"swapped tokens {s['swapped_tokens']}")
+        lines.append(f"prefix cache: {100 * s['prefix_cache_hit_rate']:.1f}% of prompt tokens "
+                     f"served from cache ({s['prefix_cache_hit_tokens']} tokens incl. resumes)")
         lines.append(f"engine: {s['steps']} steps, {s['simulated_seconds']:.1f} s simulated "
                      f"({s['busy_seconds']:.1f} s busy) in {s['wall_seconds']:.3f} s wall")
         for key, share in s.get("slo_attainment", {}).items():

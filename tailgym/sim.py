@@ -11,6 +11,7 @@ from .hardware import StepTimeModel
 from .metrics import Report
 from .policies import POLICIES, PolicySpec, get_policy, resolve
 from .workload import Workload, WorkloadError, load_workload
+from .workload.prefix import engine_block_keys
 
 SWAP_SPACE_GIB = 4.0  # vLLM v0 default swap space per GPU
 POLICY_STREAM = 7    # random stream of the policy's pre-drawn numbers (predictions, scores)
@@ -23,10 +24,13 @@ def build_engine(model: str = "llama3-8b", gpu: str = "h100-80gb", *, tp: int = 
                  gpu_memory_utilization: float = 0.9, block_size: int = 16,
                  long_prefill_token_threshold: int = 0, enable_chunked_prefill: bool = True,
                  watermark: float = 0.0, max_model_len: int | None = None,
-                 check: bool = False):
-    """Engine knobs and step-time model for ``model`` on ``gpu`` (vLLM defaults for the GPU
-    where a knob is None). ``profile`` is a profile JSON path or shipped name (default: the
-    roofline model). ``watermark`` is the share of blocks kept free at admission."""
+                 async_scheduling: bool = True, enable_prefix_caching: bool = True,
+                 scheduler_reserve_full_isl: bool = True, check: bool = False):
+    """Engine knobs and step-time model for ``model`` on ``gpu`` (vLLM 0.33's defaults for the
+    GPU where a knob is None). ``profile`` is a profile JSON path or shipped name (default: the
+    roofline model). ``watermark`` is the share of blocks kept free at admission while a
+    request runs. ``kv_blocks`` is vLLM's ``num_gpu_blocks`` (block 0 is reserved). The three
+    flags are vLLM's defaults; all off gives "vLLM with these features off"."""
     m, g = hardware.get_model(model), hardware.get_gpu(gpu)
     defaults = hardware.default_engine_knobs(g)
     if kv_blocks is None:
@@ -47,9 +51,12 @@ def build_engine(model: str = "llama3-8b", gpu: str = "h100-80gb", *, tp: int = 
         preemption_mode=preemption_mode,
         long_prefill_token_threshold=long_prefill_token_threshold,
         enable_chunked_prefill=enable_chunked_prefill,
-        watermark_blocks=int(np.ceil(watermark * kv_blocks)),
+        watermark_blocks=int(np.floor(watermark * kv_blocks)),
         max_model_len=int(max_model_len),
         swap_s_per_block=block_bytes / g.host_link_bw,
+        async_scheduling=bool(async_scheduling),
+        enable_prefix_caching=bool(enable_prefix_caching),
+        scheduler_reserve_full_isl=bool(scheduler_reserve_full_isl),
         check=check,
     )
     steps = hardware.load_profile(profile) if profile is not None else hardware.roofline(m, g, tp)
@@ -64,7 +71,7 @@ def admission_check(workload: Workload, config: EngineConfig, on_unfit: str = "e
         raise ValueError(f"on_unfit must be 'error' or 'reject', got {on_unfit!r}")
     total = workload.prompt_tokens + workload.output_tokens
     too_long = total > config.max_model_len
-    usable = config.num_gpu_blocks - config.watermark_blocks
+    usable = config.num_gpu_blocks - 1  # the watermark applies only while others run
     unfit = ~too_long & (config.blocks_for_request(workload.prompt_tokens,
                                                    workload.output_tokens) > usable)
     rows = workload.source_rows
@@ -84,6 +91,14 @@ def admission_check(workload: Workload, config: EngineConfig, on_unfit: str = "e
         rejected.append({"index": int(i), "row": int(rows[i]) if rows is not None else None,
                          "reason": reason})
     return too_long | unfit, rejected
+
+
+def new_state(wl: Workload, config: EngineConfig, refused, hint, pstate) -> EngineState:
+    """The engine state of a run of ``wl`` (with the prefix keys of its blocks when prefix
+    caching is on)."""
+    keys = engine_block_keys(wl, config.block_size) if config.enable_prefix_caching else None
+    return EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused,
+                       hint=hint, pstate=pstate, block_keys=keys)
 
 
 def apply_rate(workload: Workload, config: EngineConfig, coef, *, rate=None, rate_scale=None,
@@ -137,7 +152,7 @@ class Run:
     info: dict  # for the report's config: names, knobs, rates
 
     def report(self, wall_seconds: float, *, warmup_s: float = 0.0, slo=None,
-               step_log=None) -> Report:
+               step_log=None, batches=None) -> Report:
         """The report of the finished run; every request must be finished or rejected."""
         state = self.state
         counts = state.status_counts()
@@ -153,7 +168,9 @@ class Run:
             preemptions_recompute=int(state.s[L.S_PREEMPT_RECOMPUTE]),
             preemptions_swap=int(state.s[L.S_PREEMPT_SWAP]),
             guard_overrides=int(state.s[L.S_GUARD_OVERRIDES]),
-            warmup_s=warmup_s, slo=dict(slo or {}), step_log=step_log)
+            warmup_s=warmup_s, slo=dict(slo or {}), step_log=step_log,
+            batches=batches,
+            empty_batches=int(state.s[L.S_EMPTY_BATCHES]))
 
 
 def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
@@ -182,8 +199,7 @@ def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
         hint = external_hint(hint, wl)
     else:
         hint = spec.hint(wl.output_tokens, policy_knobs, np.random.default_rng([seed, POLICY_STREAM]))
-    state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, config, refused,
-                        hint=hint, pstate=spec.pstate(policy_knobs))
+    state = new_state(wl, config, refused, hint, spec.pstate(policy_knobs))
     info = {"workload": wl.name, "policy": policy, "policy_args": policy_knobs,
             "model": getattr(model, "name", model),
             "gpu": gpu, "seed": seed, "step_model": steps.name, **rate_info}
@@ -194,7 +210,7 @@ def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
 
 def simulate(workload, policy: str = "fcfs", *, warmup_s: float = 0.0,
              slo: dict[str, float] | None = None, progress: bool = False,
-             record_steps: bool = False, **kwargs) -> Report:
+             record_steps: bool = False, record_batches: bool = False, **kwargs) -> Report:
     """Replay ``workload`` (a data set name, a CSV path, a synthetic spec or a ``Workload``)
     through one engine running ``policy`` and return the report.
 
@@ -204,13 +220,30 @@ def simulate(workload, policy: str = "fcfs", *, warmup_s: float = 0.0,
     engine knobs of ``build_engine``: ``tp``, ``kv_blocks``, ``max_num_batched_tokens``,
     ``max_num_seqs``, ``profile``, ``preemption_mode``, ``swap_space_gib``,
     ``gpu_memory_utilization``, ``block_size``, ``long_prefill_token_threshold``,
-    ``enable_chunked_prefill``, ``watermark``, ``max_model_len``, ``check``.
+    ``enable_chunked_prefill``, ``watermark``, ``max_model_len``, ``async_scheduling``,
+    ``enable_prefix_caching``, ``scheduler_reserve_full_isl``, ``check``.
+    ``record_batches`` fills ``report.batches`` (one dict per engine step).
     """
     r = prepare(workload, policy, **kwargs)
     start = time.perf_counter()
-    log = run(r.state, r.config, r.steps.coef(), r.spec, r.params, progress=progress,
-              record_steps=record_steps)
-    return r.report(time.perf_counter() - start, warmup_s=warmup_s, slo=slo, step_log=log)
+    log, blog = run(r.state, r.config, r.steps.coef(), r.spec, r.params, progress=progress,
+                    record_steps=record_steps or record_batches, record_batches=record_batches)
+    return r.report(time.perf_counter() - start, warmup_s=warmup_s, slo=slo,
+                    step_log=log if record_steps else None,
+                    batches=None if blog is None else batch_list(log, blog))
+
+
+def batch_list(step_log: np.ndarray, batch_log: np.ndarray) -> list[dict]:
+    """``report.batches`` from the step log and the batch log of a run."""
+    steps = [{"t_start": float(row[L.L_START]), "t_end": float(row[L.L_END]), "batch": [],
+              "preempted": []} for row in step_log]
+    for step, kind, req, tokens in batch_log.tolist():
+        if step < len(steps):
+            if kind == L.BLK_SCHEDULED:
+                steps[step]["batch"].append([req, tokens])
+            else:
+                steps[step]["preempted"].append(req)
+    return steps
 
 
 def request_table(state: EngineState) -> dict[str, np.ndarray]:
@@ -232,6 +265,8 @@ def request_table(state: EngineState) -> dict[str, np.ndarray]:
         "swaps": ri[:, L.N_SWAP].copy(),
         "swapped_tokens": ri[:, L.SWAPPED_TOKENS].copy(),
         "recomputed_tokens": ri[:, L.RECOMPUTED_TOKENS].copy(),
+        "cached_tokens": ri[:, L.CACHED_TOKENS].copy(),
+        "hit_tokens": ri[:, L.HIT_TOKENS].copy(),
         "finished": ri[:, L.STATUS] == L.ST_FINISHED,
         "rejected": ri[:, L.STATUS] == L.ST_REJECTED,
     }

@@ -12,7 +12,7 @@ COEF = linear_coef(const=0.01, prefill=1e-4)
 
 def test_one_request_chunked_prefill_then_decodes():
     state, log = simulate_arrays([0.0], [1000], [5], COEF, max_num_batched_tokens=512,
-                                 max_num_seqs=8, num_gpu_blocks=100)
+                                 max_num_seqs=8, usable_blocks=100)
     # chunks of 512 and 488 tokens: 0.01 + 0.0512, then 0.01 + 0.0488; then 4 decodes of 0.01
     np.testing.assert_allclose(log[:, L.L_DT], [0.0612, 0.0588, 0.01, 0.01, 0.01, 0.01])
     np.testing.assert_allclose(log[:, L.L_PREFILL], [512, 488, 0, 0, 0, 0])
@@ -27,7 +27,7 @@ def test_one_request_chunked_prefill_then_decodes():
 
 def test_arrival_while_idle_jumps_clock():
     state, _ = simulate_arrays([2.5], [10], [2], COEF, max_num_batched_tokens=512,
-                               max_num_seqs=8, num_gpu_blocks=10)
+                               max_num_seqs=8, usable_blocks=10)
     assert state.rf[0, L.FIRST_SCHED] == 2.5
     assert state.rf[0, L.FIRST_TOKEN] == pytest.approx(2.5 + 0.01 + 10e-4)
 
@@ -35,7 +35,7 @@ def test_arrival_while_idle_jumps_clock():
 def test_two_requests_share_the_token_budget():
     coef = linear_coef(const=0.01, prefill=1e-4, decode=1e-3)
     state, log = simulate_arrays([0.0, 0.0], [300, 300], [3, 2], coef, max_num_batched_tokens=512,
-                                 max_num_seqs=8, num_gpu_blocks=100)
+                                 max_num_seqs=8, usable_blocks=100)
     # step 1: A's 300 prompt tokens + B's first 212 (chunk); step 2: A decodes, B's last 88
     # step 3: both decode
     np.testing.assert_allclose(log[:, L.L_DT], [0.0612, 0.01 + 0.0088 + 0.001, 0.012])
@@ -49,7 +49,7 @@ def test_two_requests_share_the_token_budget():
 def test_head_of_line_blocking_by_token_budget():
     # a long prompt takes the whole budget each step; the short one behind it waits
     state, _ = simulate_arrays([0.0, 0.001], [2048, 10], [1, 1], COEF, max_num_batched_tokens=512,
-                               max_num_seqs=8, num_gpu_blocks=200)
+                               max_num_seqs=8, usable_blocks=200)
     assert state.rf[1, L.FIRST_SCHED] == pytest.approx(4 * (0.01 + 0.0512))  # 2048 = 4 chunks
 
 
@@ -57,7 +57,7 @@ def _pressure(mode, host_blocks=0, swap_s=0.0):
     # 4 blocks of 16 tokens; A needs 4 blocks at its largest, B 3: B gets preempted at step 4
     coef = linear_coef(const=0.01, prefill=1e-3)
     return simulate_arrays([0.0, 0.0], [30, 30], [20, 5], coef, max_num_batched_tokens=512,
-                           max_num_seqs=8, num_gpu_blocks=4, block_size=16, preemption_mode=mode,
+                           max_num_seqs=8, usable_blocks=4, block_size=16, preemption_mode=mode,
                            num_host_blocks=host_blocks, swap_s_per_block=swap_s)
 
 
@@ -96,14 +96,14 @@ def test_swap_falls_back_to_recompute_without_host_space():
 
 def test_max_num_seqs_caps_running():
     state, log = simulate_arrays(np.zeros(5), [10] * 5, [3] * 5, COEF, max_num_batched_tokens=512,
-                                 max_num_seqs=2, num_gpu_blocks=100)
+                                 max_num_seqs=2, usable_blocks=100)
     assert log[:, L.L_RUNNING].max() <= 2
     assert (state.ri[:, L.STATUS] == L.ST_FINISHED).all()
 
 
 def test_no_chunked_prefill_waits_for_a_full_budget():
     state, log = simulate_arrays([0.0, 0.0], [300, 300], [1, 1], COEF, max_num_batched_tokens=512,
-                                 max_num_seqs=8, num_gpu_blocks=100, enable_chunked_prefill=False,
+                                 max_num_seqs=8, usable_blocks=100, enable_chunked_prefill=False,
                                  max_model_len=512)
     np.testing.assert_allclose(log[:, L.L_PREFILL], [300, 300])
 
@@ -116,7 +116,9 @@ configs = st.fixed_dictionaries({
     "max_num_batched_tokens": st.integers(1, 300), "max_num_seqs": st.integers(1, 6),
     "extra_blocks": st.integers(0, 20), "block_size": st.sampled_from([1, 4, 16]),
     "preemption_mode": st.sampled_from(["recompute", "swap"]), "num_host_blocks": st.integers(0, 30),
-    "long_prefill_token_threshold": st.integers(0, 64), "watermark_blocks": st.integers(0, 2)})
+    "long_prefill_token_threshold": st.integers(0, 64), "watermark_blocks": st.integers(0, 2),
+    "async_scheduling": st.booleans(), "enable_prefix_caching": st.booleans(),
+    "scheduler_reserve_full_isl": st.booleans()})
 
 
 @settings(max_examples=150, deadline=None)
@@ -125,7 +127,7 @@ def test_invariants_hold_for_random_workloads(wl, cfg):
     arrival, prompt, output = np.sort(wl[0]), np.array(wl[1]), np.array(wl[2])
     bs = cfg["block_size"]
     need = -(-(prompt + output - 1) // bs)
-    cfg = dict(cfg, num_gpu_blocks=int(need.max()) + cfg["watermark_blocks"] + cfg.pop("extra_blocks"),
+    cfg = dict(cfg, usable_blocks=int(need.max()) + cfg["watermark_blocks"] + cfg.pop("extra_blocks"),
                swap_s_per_block=1e-4)
     coef = linear_coef(const=0.01, prefill=1e-4, decode=1e-3, context=1e-6)
     state, log = simulate_arrays(arrival, prompt, output, coef, **cfg)
@@ -134,8 +136,9 @@ def test_invariants_hold_for_random_workloads(wl, cfg):
     assert (ri[:, L.GENERATED] == output).all()
     assert (ri[:, L.COMPUTED] == prompt + output - 1).all()
     assert (ri[:, L.BLOCKS] == 0).all() and (ri[:, L.HOST_BLOCKS] == 0).all()
-    assert state.s[L.S_FREE_BLOCKS] == cfg["num_gpu_blocks"]
-    assert (log[:, L.L_FREE] + log[:, L.L_HELD] == cfg["num_gpu_blocks"]).all()
+    assert state.s[L.S_FREE_BLOCKS] == cfg["usable_blocks"]
+    if not cfg["enable_prefix_caching"]:  # shared blocks are held by several requests
+        assert (log[:, L.L_FREE] + log[:, L.L_HELD] == cfg["usable_blocks"]).all()
     assert (log[:, L.L_RUNNING] <= cfg["max_num_seqs"]).all()
     assert (log[:, L.L_PREFILL] + log[:, L.L_DECODE] <= cfg["max_num_batched_tokens"]).all()
     assert (rf[:, L.FIRST_SCHED] >= rf[:, L.ARRIVAL]).all()
@@ -151,7 +154,7 @@ def test_run_until_stops_at_the_clock_and_resumes_identically():
     from tailgym.engine import EngineConfig, EngineState, run
     from tailgym.policies import get_policy
     arrival, prompt, output = np.linspace(0, 2, 30), np.full(30, 200), np.full(30, 40)
-    cfg = EngineConfig(max_num_batched_tokens=512, max_num_seqs=4, num_gpu_blocks=200)
+    cfg = EngineConfig(max_num_batched_tokens=512, max_num_seqs=4, num_gpu_blocks=200, check=True)
     fcfs = get_policy("fcfs")
     whole = EngineState(arrival, prompt, output, cfg)
     run(whole, cfg, COEF, fcfs, fcfs.param_array())

@@ -4,7 +4,8 @@ import pytest
 
 from tailgym.engine import layout as L
 from tailgym.engine.cost import batch_features
-from tailgym.engine.step import PLAN_AGAIN, PLAN_DONE, finish_step, plan_step
+from tailgym.engine.step import (PLAN_AGAIN, PLAN_DONE, begin_step, complete_batch,
+                                 enqueue_batch, form_batch, has_requests)
 from tailgym.hil.driver import run_hil
 from tailgym.hil.model import model_spec
 from tailgym.sim import prepare
@@ -22,16 +23,25 @@ def replay(run, dts):
     x = np.zeros(L.N_FEATURES)
     rows = []
     while True:
-        status = plan_step(st.rf, st.ri, st.hint, st.queues, st.batch, st.s, st.t, cfg_i,
-                           cfg_f, run.steps.coef(), run.params, st.pstate, np.inf)
+        status = begin_step(st.rf, st.ri, st.hint, st.queues, st.s, st.t, cfg_i, cfg_f,
+                            run.params, st.pstate, np.inf)
         if status == PLAN_AGAIN:
             continue
         if status == PLAN_DONE:
             return np.array(rows)
-        batch_features(st.batch, int(st.s[L.S_BATCH]), x)
-        rows.append(x.copy())
-        finish_step(st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t, cfg_i,
-                    run.params, st.pstate, dts[len(rows) - 1])
+        if has_requests(st.s):
+            form_batch(st.rf, st.ri, st.target, st.queues, st.batch, st.s, cfg_i, cfg_f,
+                       run.steps.coef(), st.kv, st.t[L.T_NOW])
+            nb = int(st.s[L.S_BATCH])
+            dt = 0.0
+            if nb:
+                batch_features(st.batch, nb, x)
+                rows.append(x.copy())
+                dt = dts[len(rows) - 1]
+            if not enqueue_batch(st.s, st.t, cfg_i, dt):
+                continue
+        complete_batch(st.rf, st.ri, st.target, st.hint, st.queues, st.batches, st.s, st.t,
+                       cfg_i, run.params, st.pstate, st.kv)
 
 
 @pytest.mark.parametrize("policy,mode,args", [("fcfs", "recompute", None),

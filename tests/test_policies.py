@@ -96,7 +96,7 @@ def _guard_scenario(k, delta=0.0, gamma=1e-6):
     coef = linear_coef(const=0.01, prefill=1e-4, decode=1e-3)
     return simulate_arrays([0.0, 0.03], [90, 4], [6, 2], coef, "uniboost",
                            dict(FIXED, gamma=gamma, k=k, delta=delta, reserve=0.0),
-                           max_num_batched_tokens=512, max_num_seqs=4, num_gpu_blocks=6,
+                           max_num_batched_tokens=512, max_num_seqs=4, usable_blocks=6,
                            block_size=16)
 
 

@@ -1,22 +1,27 @@
-"""Decision-event stepping: the vLLM scheduler with its two choices handed to an agent.
+"""Decision-event stepping: the vLLM scheduler with its choices handed to an agent.
 
-``advance`` runs the engine (``MODE_VLLM`` semantics, see ``schedule``) until one of its
+``advance`` runs the engine (``MODE_VLLM`` semantics, see ``schedule``, with the same async
+pipeline, prefix caching and admission rules as the fast path in ``step``) until one of its
 choices is pending, with the clock frozen:
 
 * **evict** (``K_EVICT``): running request ``running[k]`` needs KV blocks the cache does not
   have. The agent picks the running request to preempt (it may be ``running[k]`` itself,
-  which ends the running pass as in vLLM; one already scheduled this step leaves the batch).
+  which ends the running pass in FCFS mode and skips to the next request in priority mode, as
+  in vLLM; one already scheduled this step leaves the batch).
 * **swap or recompute** (``K_SWAP``, swap mode only, when the victim fits the host space):
   action 0 recomputes, action 1 swaps.
 * **admit** (``K_ADMIT``, only in a step without preemption, while budget and seats are
   left): the agent picks a swapped or waiting request to receive its next share of the
-  step's token budget, or the no-op, which runs the step (with ``D_WORK_CONSERVING`` only
-  once nothing more can be admitted).
+  step's token budget, or the no-op, which closes the batch (with ``D_WORK_CONSERVING`` only
+  once nothing more can be admitted). Waiting requests whose output is still in flight (async
+  scheduling) are not offered.
 
-Candidates fill the ``slots`` array in the order of the engine's policy: for eviction its
-victim order (the vLLM victim first), for admission the swapped heap then the waiting heap,
-best first. Always choosing slot 0 where it is allowed (the no-op otherwise; swap where
-``should_swap`` says so) reproduces the fast path's vLLM scheduler exactly.
+With async scheduling each decision is about the batch being formed while the previous one is
+still in flight: the observation shows the state the scheduler sees then (tokens scheduled in
+flight counted as computed). Candidates fill the ``slots`` array in the order of the engine's
+policy: for eviction its victim order (the vLLM victim first), for admission the swapped heap
+then the waiting heap, best first. Always choosing slot 0 where it is allowed (the no-op
+otherwise; swap where ``should_swap`` says so) reproduces the fast path exactly.
 
 Rewards accumulate in ``df``: ``DF_AREA`` integrates the number of arrived, unfinished
 requests over time (an episode sums to the total TTLT); ``DF_MISSES`` counts finishes with
@@ -25,19 +30,24 @@ TTLT above ``DF_SLO``.
 import numpy as np
 from numba import njit
 
-from .heap import before, heap_head, heap_remove
-from .kv import extra_blocks, preempt
-from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GPU_BLOCKS,
-                     C_HOST_BLOCKS, C_MAX_SEQS, C_VICTIM, C_WATERMARK, CF_SWAP_S_PER_BLOCK,
-                     COMPUTED, DONE, ERR_STALL, GENERATED, N_PREEMPT, PROMPT, Q_RUNNING,
-                     Q_SWAPPED, Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST,
-                     S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL, S_PREEMPT_RECOMPUTE,
-                     S_PREEMPT_SWAP, S_PREEMPTED_NOW, S_SWAP_BLOCKS, ST_FINISHED, ST_REJECTED,
-                     ST_RUNNING, ST_SWAPPED, STATUS, T_NOW, V_LAST)
+from .blocks import lookup
 from .cost import batch_features, step_time
-from .schedule import (add_to_batch, drop_from_batch, remove_at, start_running, swap_back,
-                       take_blocks, tokens_to_compute)
-from .step import PLAN_AGAIN, PLAN_DONE, PLAN_STOP, begin_step, finish_step
+from .heap import before, heap_head, heap_pop, heap_remove
+from .kv import blocks_for, extra_blocks, preempt
+from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_GPU_BLOCKS,
+                     C_HOST_BLOCKS, C_MAX_SEQS, C_PREFIX, C_VICTIM, C_WATERMARK, CACHED_TOKENS,
+                     CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_STALL, GENERATED, N_PREEMPT,
+                     PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SKIPPED, Q_SWAPPED,
+                     Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST, S_N_PREEMPTED,
+                     S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL,
+                     S_PREEMPT_RECOMPUTE, S_PREEMPT_SWAP, S_PREEMPTED_NOW, S_Q_OLDEST,
+                     S_Q_N0, S_SLOT, S_SWAP_BLOCKS, ST_FINISHED, ST_REJECTED, ST_RUNNING,
+                     ST_SWAPPED, ST_WAITING, STALE, STATUS, T_NOW, T_Q_END0, V_LAST)
+from .schedule import (add_to_batch, admit, at_max_tokens, drop_from_batch, extend,
+                       long_prefill_limit, plan_admission, put_back, remove_at, start_running,
+                       swap_back, tokens_to_compute)
+from .step import (PLAN_AGAIN, PLAN_DONE, PLAN_STOP, after_schedule, begin_step,
+                   complete_batch, enqueue_batch, has_requests, tokens_in_flight)
 
 # --- decision kinds (d[D_KIND]) ---
 K_NONE = 0
@@ -49,7 +59,7 @@ SWAP_SWAP = 1
 
 # --- advance() results ---
 ADV_DECISION = 0   # a decision is pending (d[D_KIND])
-ADV_READY = 1      # untimed mode: the batch is formed; time it, then call complete_step
+ADV_READY = 1      # untimed mode: the batch is formed; time it, then call ``enqueue``
 ADV_DONE = 2       # every request finished or was rejected
 ADV_STOP = 3       # the clock reached ``until``
 ADV_ERROR = 4      # s[S_ERROR]
@@ -59,6 +69,7 @@ PH_BEGIN = 0
 PH_RUNNING = 1
 PH_ADMIT = 2
 PH_EXEC = 3
+PH_COMPLETE = 4
 
 # --- int state d ---
 D_KIND = 0
@@ -71,7 +82,9 @@ D_VICTIM = 6       # victim of a pending K_SWAP decision
 D_NSLOTS = 7       # valid slots
 D_RECENT = 8       # completions recorded in the ``recent`` ring
 D_WORK_CONSERVING = 9  # 1: no no-op while a request can be admitted
-D_COLS = 10
+D_LIMIT = 10       # long-prefill limit of this step
+D_SKIPPED = 11     # waiting requests set aside for this step (output still in flight)
+D_COLS = 12
 
 # --- float state df ---
 DF_AREA = 0        # request-seconds in the system since the caller last reset it
@@ -82,7 +95,7 @@ DF_COLS = 3
 # --- observation layout ---
 SLOT_FEATURES = ("age_s", "prompt_tokens", "generated_tokens", "tokens_to_compute",
                  "decoding", "kv_blocks", "preemptions", "swapped", "running",
-                 "scheduled_tokens", "blocks_needed")
+                 "scheduled_tokens", "blocks_needed", "cached_prefix_tokens")
 GLOBAL_FEATURES = ("decision_admit", "decision_evict", "decision_swap", "kv_util",
                    "host_util", "budget_left", "seats_left", "waiting", "swapped", "running",
                    "hidden", "batch", "arrival_rate", "recent_output_p50",
@@ -103,35 +116,41 @@ def new_decision_state(slots: int, n_requests: int, slo_s: float, work_conservin
 
 
 @njit(cache=True)
-def _admission(ri, i, s, cfg_i, budget):
-    """New tokens and blocks if queued request ``i`` were admitted now; 0 tokens if it may
-    not be (no chunking and too long for the budget, or not enough free blocks)."""
-    n = tokens_to_compute(ri, i, cfg_i)
-    if n > budget:
-        if ri[i, STATUS] != ST_SWAPPED and cfg_i[C_CHUNKED] == 0:
-            return 0, 0
-        n = budget
-    need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
-    if need + cfg_i[C_WATERMARK] > s[S_FREE_BLOCKS]:
-        return 0, 0
-    return n, need
+def _admission(kv, ri, i, s, cfg_i, d):
+    """New tokens and prefix hit blocks if queued request ``i`` were admitted now; 0 tokens
+    if it may not be (no chunking and too long for the budget, or not enough free blocks)."""
+    budget = d[D_BUDGET]
+    if ri[i, STATUS] == ST_SWAPPED:
+        n = min(tokens_to_compute(ri, i, d[D_LIMIT]), budget)
+        need = blocks_for(ri[i, COMPUTED] + n, cfg_i[C_BLOCK_SIZE])
+        return (n, 0) if need + cfg_i[C_WATERMARK] <= s[S_FREE_BLOCKS] else (0, 0)
+    n, hits, short = plan_admission(kv, ri, s, cfg_i, i, budget, d[D_LIMIT])
+    return (n, hits) if short == 0 else (0, 0)
 
 
 @njit(cache=True)
-def _offer_admission(rf, ri, queues, batch, s, cfg_i, d, slots, mask, scratch):
-    """Fill the slots with queued requests (swapped heap, then waiting heap); True if any
-    may be admitted now."""
+def _offer_admission(rf, ri, queues, batch, s, cfg_i, kv, d, slots, mask, scratch):
+    """Fill the slots with queued requests (swapped heap, then waiting heap, without those
+    whose output is still in flight); True if any may be admitted now."""
     k = slots.shape[0]
     mask[:] = 0
     if d[D_BUDGET] <= 0 or s[S_N_RUNNING] >= cfg_i[C_MAX_SEQS]:
         return False
+    while s[S_N_WAITING] > 0 and ri[queues[Q_WAITING, 0], STALE] > 0:
+        queues[Q_SKIPPED, d[D_SKIPPED]] = heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
+        d[D_SKIPPED] += 1
     n = heap_head(queues[Q_SWAPPED], s[S_N_SWAPPED], rf, slots, 0, k, scratch)
     n += heap_head(queues[Q_WAITING], s[S_N_WAITING], rf, slots, n, k - n, scratch)
-    slots[n:] = -1
-    d[D_NSLOTS] = n
-    any_ok = False
+    kept = 0
     for j in range(n):
-        if _admission(ri, slots[j], s, cfg_i, d[D_BUDGET])[0] > 0:
+        if ri[slots[j], STALE] == 0:
+            slots[kept] = slots[j]
+            kept += 1
+    slots[kept:] = -1
+    d[D_NSLOTS] = kept
+    any_ok = False
+    for j in range(kept):
+        if _admission(kv, ri, slots[j], s, cfg_i, d)[0] > 0:
             mask[j] = 1
             any_ok = True
     mask[k] = 1 if s[S_BATCH] > 0 and d[D_WORK_CONSERVING] == 0 else 0
@@ -163,23 +182,26 @@ def _offer_eviction(rf, ri, queues, s, cfg_i, d, slots, mask, scratch):
 
 
 @njit(cache=True)
-def _running_pass(ri, queues, batch, s, cfg_i, d):
+def _running_pass(ri, target, queues, batch, s, cfg_i, kv, d):
     """Continue the running pass; True when ``running[k]`` waits for an eviction."""
     running = queues[Q_RUNNING]
     bs = cfg_i[C_BLOCK_SIZE]
     while d[D_K] < s[S_N_RUNNING] and d[D_BUDGET] > 0:
         i = running[d[D_K]]
+        if d[D_CURRENT] != i and at_max_tokens(ri, target, i):
+            d[D_K] += 1
+            continue
         if d[D_CURRENT] == i:
             n = d[D_N]
         else:
-            n = min(tokens_to_compute(ri, i, cfg_i), d[D_BUDGET])
+            n = min(tokens_to_compute(ri, i, d[D_LIMIT]), d[D_BUDGET])
         need = extra_blocks(ri, i, n, bs)
         if need > s[S_FREE_BLOCKS]:
             d[D_CURRENT] = i
             d[D_N] = n
             return True
         d[D_CURRENT] = -1
-        take_blocks(ri, s, i, need)
+        extend(kv, ri, s, cfg_i, i, n)
         add_to_batch(batch, s, ri, i, n)
         d[D_BUDGET] -= n
         d[D_K] += 1
@@ -187,9 +209,9 @@ def _running_pass(ri, queues, batch, s, cfg_i, d):
 
 
 @njit(cache=True)
-def _evict(v, swap, rf, ri, queues, batch, s, d):
+def _evict(v, swap, rf, ri, queues, batch, s, cfg_i, kv, d):
     """Preempt running request ``v``; evicting the request that asked for room ends the
-    running pass (as vLLM does)."""
+    running pass in FCFS mode, and moves on to the next request in priority mode."""
     running = queues[Q_RUNNING]
     pos = 0
     while running[pos] != v:
@@ -199,15 +221,18 @@ def _evict(v, swap, rf, ri, queues, batch, s, d):
         d[D_BUDGET] += drop_from_batch(batch, s, v)
     remove_at(running, s[S_N_RUNNING], pos)
     s[S_N_RUNNING] -= 1
-    preempt(v, rf, ri, queues, s, swap)
+    preempt(v, rf, ri, queues, s, cfg_i, kv, swap)
+    queues[Q_PREEMPTED, s[S_N_PREEMPTED]] = v
+    s[S_N_PREEMPTED] += 1
     if v == d[D_CURRENT]:
         d[D_CURRENT] = -1
-        d[D_PHASE] = PH_EXEC
+        if cfg_i[C_VICTIM] == V_LAST:
+            d[D_PHASE] = PH_EXEC
 
 
 @njit(cache=True)
-def _admit(i, rf, ri, queues, batch, s, cfg_i, d, now):
-    n, need = _admission(ri, i, s, cfg_i, d[D_BUDGET])
+def _admit(i, rf, ri, queues, batch, s, cfg_i, kv, d, now):
+    n, hits = _admission(kv, ri, i, s, cfg_i, d)
     q = Q_SWAPPED if ri[i, STATUS] == ST_SWAPPED else Q_WAITING
     slot = S_N_SWAPPED if q == Q_SWAPPED else S_N_WAITING
     heap = queues[q]
@@ -217,14 +242,16 @@ def _admit(i, rf, ri, queues, batch, s, cfg_i, d, now):
     heap_remove(heap, s, slot, rf, pos)
     if q == Q_SWAPPED:
         swap_back(ri, s, i)
-    take_blocks(ri, s, i, need)
-    start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
-    add_to_batch(batch, s, ri, i, n)
+        start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
+        extend(kv, ri, s, cfg_i, i, n)
+        add_to_batch(batch, s, ri, i, n)
+    else:
+        admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, s[S_N_RUNNING], now)
     d[D_BUDGET] -= n
 
 
 @njit(cache=True)
-def _apply(action, rf, ri, queues, batch, s, t, cfg_i, d, slots, mask):
+def _apply(action, rf, ri, queues, batch, s, t, cfg_i, kv, d, slots, mask):
     """Carry out ``action`` (already checked against ``mask``); True if it opens a
     follow-up decision (swap or recompute)."""
     kind = d[D_KIND]
@@ -233,7 +260,7 @@ def _apply(action, rf, ri, queues, batch, s, t, cfg_i, d, slots, mask):
         if action == slots.shape[0]:
             d[D_PHASE] = PH_EXEC
         else:
-            _admit(slots[action], rf, ri, queues, batch, s, cfg_i, d, t[T_NOW])
+            _admit(slots[action], rf, ri, queues, batch, s, cfg_i, kv, d, t[T_NOW])
         return False
     if kind == K_EVICT:
         v = slots[action]
@@ -244,19 +271,28 @@ def _apply(action, rf, ri, queues, batch, s, t, cfg_i, d, slots, mask):
             mask[SWAP_RECOMPUTE] = 1
             mask[SWAP_SWAP] = 1
             return True
-        _evict(v, False, rf, ri, queues, batch, s, d)
+        _evict(v, False, rf, ri, queues, batch, s, cfg_i, kv, d)
         return False
-    _evict(d[D_VICTIM], action == SWAP_SWAP, rf, ri, queues, batch, s, d)  # K_SWAP
+    _evict(d[D_VICTIM], action == SWAP_SWAP, rf, ri, queues, batch, s, cfg_i, kv, d)  # K_SWAP
     return False
 
 
 @njit(cache=True)
-def complete_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, d, df,
-                  recent, dt):
-    """The formed batch ran for ``dt`` seconds: account the rewards, emit its tokens."""
-    df[DF_AREA] += (s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING]) * dt
-    finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt)
-    for b in range(s[S_BATCH]):
+def enqueue(s, t, cfg_i, d, dt):
+    """Hand the formed batch to the GPU for ``dt`` seconds (see ``step.enqueue_batch``)."""
+    d[D_PHASE] = PH_COMPLETE if enqueue_batch(s, t, cfg_i, dt) else PH_BEGIN
+
+
+@njit(cache=True)
+def _complete(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv, d, df,
+              recent):
+    """Process the oldest queued batch's output, accounting the rewards."""
+    slot = s[S_Q_OLDEST]
+    df[DF_AREA] += ((s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING])
+                    * max(t[T_Q_END0 + slot] - t[T_NOW], 0.0))
+    complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv)
+    batch = batches[slot]
+    for b in range(s[S_Q_N0 + slot]):
         i = batch[B_REQ, b]
         if ri[i, STATUS] == ST_FINISHED and rf[i, DONE] == t[T_NOW]:
             if rf[i, DONE] - rf[i, ARRIVAL] > df[DF_SLO]:
@@ -267,16 +303,19 @@ def complete_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, psta
 
 
 @njit(cache=True)
-def advance(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate,
-            d, df, slots, mask, recent, scratch, action, timed, until):
+def advance(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, params, pstate,
+            kv, d, df, slots, mask, recent, scratch, action, timed, until):
     """Apply ``action`` to the pending decision (if any), then run the engine to the next
     decision (``ADV_*`` result). ``timed`` = 0 stops at each formed batch (``ADV_READY``)
-    for an outside clock (the hardware-in-the-loop engine)."""
-    if d[D_KIND] != K_NONE and _apply(action, rf, ri, queues, batch, s, t, cfg_i, d, slots, mask):
+    for an outside clock (the hardware-in-the-loop engine), which then calls ``enqueue``."""
+    batch = batches[s[S_SLOT]]
+    if d[D_KIND] != K_NONE and _apply(action, rf, ri, queues, batch, s, t, cfg_i, kv, d,
+                                      slots, mask):
         return ADV_DECISION
     x = np.zeros(coef.shape[1])
     while True:
         phase = d[D_PHASE]
+        batch = batches[s[S_SLOT]]
         if phase == PH_BEGIN:
             first = s[S_NEXT_ARRIVAL]
             status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until)
@@ -289,36 +328,45 @@ def advance(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, param
                 return ADV_DONE
             if status == PLAN_STOP:
                 return ADV_STOP
+            if not has_requests(s):
+                d[D_PHASE] = PH_COMPLETE
+                continue
             s[S_BATCH] = 0
             s[S_PREEMPTED_NOW] = 0
+            s[S_N_PREEMPTED] = 0
             d[D_K] = 0
             d[D_CURRENT] = -1
             d[D_BUDGET] = cfg_i[C_BUDGET]
+            d[D_LIMIT] = long_prefill_limit(s, cfg_i)
+            d[D_SKIPPED] = 0
             d[D_PHASE] = PH_RUNNING
         elif phase == PH_RUNNING:
-            if _running_pass(ri, queues, batch, s, cfg_i, d):
+            if _running_pass(ri, target, queues, batch, s, cfg_i, kv, d):
                 _offer_eviction(rf, ri, queues, s, cfg_i, d, slots, mask, scratch)
                 d[D_KIND] = K_EVICT
                 return ADV_DECISION
             d[D_PHASE] = PH_EXEC if s[S_PREEMPTED_NOW] == 1 else PH_ADMIT
         elif phase == PH_ADMIT:
-            if _offer_admission(rf, ri, queues, batch, s, cfg_i, d, slots, mask, scratch):
+            if _offer_admission(rf, ri, queues, batch, s, cfg_i, kv, d, slots, mask, scratch):
                 d[D_KIND] = K_ADMIT
                 return ADV_DECISION
             d[D_PHASE] = PH_EXEC
-        else:
-            if s[S_BATCH] == 0:
-                if s[S_PREEMPTED_NOW] == 1:  # the preemptions emptied the batch: plan again
-                    d[D_PHASE] = PH_BEGIN
-                    continue
+        elif phase == PH_EXEC:
+            put_back(rf, queues, s, d[D_SKIPPED])
+            d[D_SKIPPED] = 0
+            if s[S_BATCH] == 0 and s[S_N_PREEMPTED] == 0 and not tokens_in_flight(s):
                 s[S_ERROR] = ERR_STALL
                 return ADV_ERROR
+            after_schedule(ri, batch, s, cfg_i)
             if timed == 0:
                 return ADV_READY
             batch_features(batch, s[S_BATCH], x)
-            dt = step_time(coef, x) + s[S_SWAP_BLOCKS] * cfg_f[CF_SWAP_S_PER_BLOCK]
-            complete_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, d,
-                          df, recent, dt)
+            dt = (step_time(coef, x) + s[S_SWAP_BLOCKS] * cfg_f[CF_SWAP_S_PER_BLOCK]
+                  if s[S_BATCH] > 0 else 0.0)
+            enqueue(s, t, cfg_i, d, dt)
+        else:  # PH_COMPLETE
+            _complete(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv,
+                      d, df, recent)
             if s[S_ERROR] != 0:
                 return ADV_ERROR
 
@@ -337,7 +385,20 @@ def _quantile(sorted_x, n, q):
 
 
 @njit(cache=True)
-def observe(rf, ri, batch, s, t, cfg_i, d, recent, slots, out_slots, out_valid, out_globals):
+def _prefix_tokens(kv, ri, i, cfg_i):
+    """Prompt tokens the prefix cache serves request ``i``: at its admission if it runs, or
+    if it were admitted now."""
+    if cfg_i[C_PREFIX] == 0:
+        return 0
+    if ri[i, STATUS] == ST_WAITING and ri[i, COMPUTED] == 0:
+        bs = cfg_i[C_BLOCK_SIZE]
+        return lookup(kv, ri, i, ri[i, PROMPT] + ri[i, GENERATED], bs)[0] * bs
+    return ri[i, CACHED_TOKENS]
+
+
+@njit(cache=True)
+def observe(rf, ri, batch, s, t, cfg_i, kv, d, recent, slots, out_slots, out_valid,
+            out_globals):
     """Fill the observation arrays (float32): per-slot features (``SLOT_FEATURES``, flat,
     slot-major), slot validity and ``GLOBAL_FEATURES``. Counts and times are ``log1p``'d."""
     now = t[T_NOW]
@@ -353,7 +414,7 @@ def observe(rf, ri, batch, s, t, cfg_i, d, recent, slots, out_slots, out_valid, 
             continue
         out_valid[j] = 1.0
         o = j * nf
-        todo = ri[i, PROMPT] + ri[i, GENERATED] - ri[i, COMPUTED]
+        todo = tokens_to_compute(ri, i, 0)
         out_slots[o] = _log1p(now - rf[i, ARRIVAL])
         out_slots[o + 1] = _log1p(ri[i, PROMPT])
         out_slots[o + 2] = _log1p(ri[i, GENERATED])
@@ -371,6 +432,7 @@ def observe(rf, ri, batch, s, t, cfg_i, d, recent, slots, out_slots, out_valid, 
                     scheduled = batch[B_NEW, b]
         out_slots[o + 9] = _log1p(scheduled)
         out_slots[o + 10] = _log1p(extra_blocks(ri, i, max(todo, 1), bs))
+        out_slots[o + 11] = _log1p(_prefix_tokens(kv, ri, i, cfg_i))
     kind = d[D_KIND]
     g = out_globals
     g[0] = 1.0 if kind == K_ADMIT else 0.0

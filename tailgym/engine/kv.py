@@ -1,13 +1,15 @@
-"""Paged KV cache accounting: block needs, allocation, preemption by recompute or swap."""
+"""Paged KV cache accounting: block needs, preemption by recompute or swap."""
 from numba import njit
 
 from .cost import recompute_seconds
+from .blocks import release
 from .heap import heap_push
-from .layout import (BLOCKS, C_COST_AWARE, C_PREEMPT_MODE, CF_SWAP_S_PER_BLOCK,
-                     COMPUTED, HOST_BLOCKS, N_PREEMPT, N_SWAP, PM_SWAP, Q_SWAPPED, Q_WAITING,
-                     RECOMPUTED_TOKENS, S_FREE_BLOCKS, S_FREE_HOST, S_N_SWAPPED, S_N_WAITING,
-                     S_PREEMPT_RECOMPUTE, S_PREEMPT_SWAP, S_PREEMPTED_NOW, S_SWAP_BLOCKS,
-                     ST_SWAPPED, ST_WAITING, STATUS, SWAPPED_TOKENS)
+from .layout import (BLOCKS, C_COST_AWARE, C_PREEMPT_MODE, C_VICTIM, CF_SWAP_S_PER_BLOCK,
+                     COMPUTED, HOST_BLOCKS, IN_FLIGHT, N_PREEMPT, N_SWAP, PLACEHOLDER,
+                     PM_SWAP, PRIO, Q_SWAPPED, Q_WAITING, RECOMPUTED_TOKENS, S_FREE_HOST,
+                     S_N_SWAPPED, S_N_WAITING, S_PREEMPT_RECOMPUTE, S_PREEMPT_SWAP,
+                     S_PREEMPTED_NOW, S_SWAP_BLOCKS, ST_SWAPPED, ST_WAITING, STALE, STATUS,
+                     SWAPPED_TOKENS, V_LAST)
 
 
 @njit(cache=True, inline="always")
@@ -38,13 +40,16 @@ def should_swap(ri, i, s, cfg_i, cfg_f, coef):
 
 
 @njit(cache=True)
-def preempt(i, rf, ri, queues, s, swap):
+def preempt(i, rf, ri, queues, s, cfg_i, kv, swap):
     """Evict running request ``i`` by swap (its blocks must fit the free host blocks) or
-    recompute. The caller removes ``i`` from the running list."""
+    recompute. The caller removes ``i`` from the running list. A recomputed request goes to
+    the front of vLLM's FCFS deque (a key below its head) or into the priority heap; output
+    still in flight for it stays due (``STALE``)."""
     held = ri[i, BLOCKS]
-    s[S_FREE_BLOCKS] += held
-    ri[i, BLOCKS] = 0
+    release(kv, ri, s, cfg_i, i)
     ri[i, N_PREEMPT] += 1
+    ri[i, STALE] = ri[i, IN_FLIGHT]
+    ri[i, PLACEHOLDER] = 0
     s[S_PREEMPTED_NOW] = 1
     if swap:
         s[S_FREE_HOST] -= held
@@ -60,4 +65,6 @@ def preempt(i, rf, ri, queues, s, swap):
         ri[i, COMPUTED] = 0
         ri[i, STATUS] = ST_WAITING
         s[S_PREEMPT_RECOMPUTE] += 1
+        if cfg_i[C_VICTIM] == V_LAST and s[S_N_WAITING] > 0:
+            rf[i, PRIO] = min(rf[i, PRIO], rf[queues[Q_WAITING, 0], PRIO] - 1.0)
         heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, i)

@@ -9,8 +9,10 @@ and stepped from Python (gymnasium envs) or numba (fast path) alike:
   lengths: the truth for oracle policies, a noisy prediction or rank score for predictive ones,
   nan for prediction-free ones (built in ``tailgym.policies.registry``).
 * ``pstate`` float64: the policy's online statistics (``tailgym.policies.online``).
-* ``queues`` int64 ``(3, N)``: the waiting heap, the swapped heap and the running list.
-* ``batch`` int64 ``(B_ROWS, N)``: one column per request scheduled this step (rows ``B_*``).
+* ``queues`` int64 ``(Q_ROWS, N)``: the waiting heap, the swapped heap, the running list and
+  a scratch row.
+* ``batches`` int64 ``(2, B_ROWS, max_num_seqs + 1)``: two batch slots (async scheduling keeps
+  one in flight while the next is formed), one column per scheduled request (rows ``B_*``).
 * ``s`` int64 ``(S_COLS,)`` and ``t`` float64 ``(T_COLS,)``: engine scalars (counters, clock).
 * ``cfg_i`` int64 / ``cfg_f`` float64: engine configuration, read-only during a run.
 
@@ -42,7 +44,14 @@ SWAPPED_TOKENS = 9     # tokens whose KV was swapped out (summed over swaps)
 RECOMPUTED_TOKENS = 10 # tokens whose KV was dropped and must be recomputed
 PRIO_CHANGES = 11      # times its priority changed after arrival
 NEXT_PRIO = 12         # its priority cannot change before GENERATED reaches this (0: any step)
-RI_COLS = 13
+PLACEHOLDER = 13       # async: tokens scheduled to be sampled whose output has not arrived
+IN_FLIGHT = 14         # tokens scheduled in batches whose output has not been processed
+STALE = 15             # async: in-flight tokens of a request preempted since (output still due)
+ROW = 16               # prefix caching: its row of the block tables (-1: holds no GPU blocks)
+CACHED_BLOCKS = 17     # prefix caching: leading blocks of its table registered in the hash map
+CACHED_TOKENS = 18     # prompt tokens served from the prefix cache at its first admission
+HIT_TOKENS = 19        # tokens served from the prefix cache over all its admissions
+RI_COLS = 20
 
 # --- request status codes ---
 ST_FUTURE = 0      # not arrived yet
@@ -56,13 +65,17 @@ ST_REJECTED = 5    # refused before the run (reason kept on the Python side)
 Q_WAITING = 0
 Q_SWAPPED = 1
 Q_RUNNING = 2
+Q_SKIPPED = 3      # scratch: waiting requests set aside for this step (output still in flight)
+Q_PREEMPTED = 4    # requests preempted while forming the current batch
+Q_ROWS = 5
 
 # --- batch rows ---
 B_REQ = 0          # request index
 B_NEW = 1          # new tokens computed this step
 B_CONTEXT = 2      # tokens of the request already computed before this step
 B_DECODE = 3       # 1 if this is a one-token decode of a sampled token
-B_ROWS = 4
+B_SAMPLE = 4       # 1 if the step samples a token for it (not a partial prefill chunk)
+B_ROWS = 5
 
 # --- int scalars (s) ---
 S_NEXT_ARRIVAL = 0     # index of the next request to arrive
@@ -80,13 +93,29 @@ S_BATCH = 11           # requests scheduled in the current step
 S_SWAP_BLOCKS = 12     # blocks moved over the host link in the current step
 S_PREEMPTED_NOW = 13   # 1 if the current step preempted someone
 S_GUARD_OVERRIDES = 14 # evictions that had to ignore MemGuard to avoid a stall
-S_COLS = 15
+S_QUEUED = 15          # async: batches formed whose output is not processed yet (0, 1 or 2)
+S_Q_OLDEST = 16        # async: slot (0/1) of the oldest queued batch
+S_Q_N0 = 17            # entries of the batch in slot 0 (S_Q_N0 + 1: slot 1)
+S_Q_N1 = 18
+S_SLOT = 19            # slot of the batch being formed
+S_HIT_TOKENS = 20      # tokens served from the prefix cache (all admissions)
+S_LOOKUP_TOKENS = 21   # tokens looked up in the prefix cache at admissions
+S_EMPTY_BATCHES = 22   # async: formed batches that scheduled nothing
+S_BLOG = 23            # rows used in the batch log (``record_batches``)
+S_N_PREEMPTED = 24     # requests preempted while forming the current batch (Q_PREEMPTED)
+S_EMPTY_RUN = 25       # empty batches formed in a row (a livelock guard)
+S_COLS = 26
 
 # --- float scalars (t) ---
 T_NOW = 0
 T_BUSY = 1             # total time spent in engine steps
 T_NEXT_REFRESH = 2     # clock of the policy's next refresh
-T_COLS = 3
+T_GPU_FREE = 3         # end of the last batch handed to the GPU
+T_Q_START0 = 4         # start and end of the queued batch in slot 0 (then slot 1)
+T_Q_START1 = 5
+T_Q_END0 = 6
+T_Q_END1 = 7
+T_COLS = 8
 
 # --- int config (cfg_i) ---
 C_BUDGET = 0           # max_num_batched_tokens
@@ -105,7 +134,10 @@ C_REPRIORITIZE = 12    # 1 = re-evaluate a request's priority after each step it
 C_MODE = 13            # scheduler: MODE_* below
 C_GUARD_K = 14         # MemGuard quantum in tokens (0 = no minimum-run protection)
 C_COST_AWARE = 15      # 1 = pick swap or recompute per victim by cost (swap mode only)
-CI_COLS = 16
+C_ASYNC = 16           # 1 = async scheduling (vLLM's AsyncScheduler, batch queue of 2)
+C_PREFIX = 17          # 1 = automatic prefix caching (block identities, hashes, LRU)
+C_FULL_ISL = 18        # 1 = admit only if the whole remaining prompt fits (reserve_full_isl)
+CI_COLS = 19
 
 MODE_VLLM = 0          # vLLM: running first in admission order, waiting by priority, HOL blocking
 MODE_PREEMPTIVE = 1    # one priority order over running, swapped and waiting requests
@@ -140,6 +172,16 @@ L_HELD = 7             # GPU blocks held by running requests after the step
 L_WAITING = 8
 L_RUNNING = 9
 L_SWAP = 10            # blocks moved over the host link
-L_COLS = 11
+L_START = 11           # clock at the start of the step
+L_COLS = 12
+
+# --- batch log rows (record_batches) ---
+BL_STEP = 0            # step index
+BL_KIND = 1            # BLK_* below
+BL_REQ = 2
+BL_TOKENS = 3
+BL_COLS = 4
+BLK_SCHEDULED = 0
+BLK_PREEMPTED = 1
 
 N_FEATURES = 5  # step-time features: const, prefill tokens, decode seqs, context tokens, prefill attention

@@ -2,9 +2,11 @@
 
 Two schedulers (``cfg_i[C_MODE]``):
 
-* ``MODE_VLLM`` (vLLM v1): running requests first in list order (on KV shortage the policy's
-  victim is preempted), then swapped-out ones (swap-in, as v0), then waiting ones in priority
-  order with strict head-of-line blocking.
+* ``MODE_VLLM`` (vLLM 0.33's ``Scheduler.schedule``): running requests first in list order (on
+  KV shortage the policy's victim is preempted; a request that preempts itself ends the pass
+  in FCFS mode and lets it go on in priority mode), then swapped-out ones (swap-in, as v0), then
+  waiting ones in queue order with strict head-of-line blocking, only in a step that preempted
+  nobody; a waiting request whose earlier output is still in flight is set aside for the step.
 * ``MODE_PREEMPTIVE`` (uniboost spec 3.5-3.6): one priority order over running, swapped and
   waiting requests. A request that cannot get KV blocks or a seat (``max_num_seqs``) may evict
   running requests of lower priority, from the lowest up, if each is worse by more than the
@@ -12,28 +14,49 @@ Two schedulers (``cfg_i[C_MODE]``):
   otherwise a running request pauses this step (keeping its KV) and a queue's head blocks
   that queue for this step.
 
-Each pass appends ``(request, new tokens)`` to ``batch``.
+Both admit a queued request through ``plan_admission``: a prefix-cache lookup (``blocks``), the
+full-prompt reservation (``C_FULL_ISL``), the watermark while something runs. Each pass appends
+``(request, new tokens)`` to ``batch``.
 """
 from numba import njit
 
-from .heap import before, heap_pop
+from .blocks import cache_blocks, exclusive_blocks, grow, lookup, take_hits
+from .heap import before, heap_pop, heap_push
 from .kv import blocks_for, extra_blocks, preempt, should_swap
-from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED, C_GUARD_K, C_LONG_PREFILL,
-                     C_MAX_SEQS, C_VICTIM, C_WATERMARK, CF_DELTA, COMPUTED, FIRST_SCHED,
-                     GENERATED, GUARD, HOST_BLOCKS, PRIO, PROMPT, Q_RUNNING, Q_SWAPPED,
-                     Q_WAITING, S_BATCH, S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES,
-                     S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_SWAP_BLOCKS, ST_RUNNING, STATUS,
-                     V_LAST)
+from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET,
+                     C_CHUNKED, C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_PREFIX,
+                     C_VICTIM, C_WATERMARK, CACHED_TOKENS, CF_DELTA, COMPUTED, FIRST_SCHED,
+                     GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, N_PREEMPT, PLACEHOLDER, PRIO,
+                     PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SKIPPED, Q_SWAPPED, Q_WAITING, S_BATCH,
+                     S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES, S_HIT_TOKENS,
+                     S_LOOKUP_TOKENS, S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING,
+                     S_SWAP_BLOCKS, ST_RUNNING, STALE, STATUS, V_LAST)
 
 
 @njit(cache=True, inline="always")
-def tokens_to_compute(ri, i, cfg_i):
-    """Tokens request ``i`` still has to compute, capped by ``long_prefill_token_threshold``."""
-    n = ri[i, PROMPT] + ri[i, GENERATED] - ri[i, COMPUTED]
-    limit = cfg_i[C_LONG_PREFILL]
+def long_prefill_limit(s, cfg_i):
+    """``long_prefill_token_threshold`` for this step: not applied with at most one request
+    running or queued (nobody to starve)."""
+    if s[S_N_RUNNING] + s[S_N_WAITING] + s[S_N_SWAPPED] > 1:
+        return cfg_i[C_LONG_PREFILL]
+    return 0
+
+
+@njit(cache=True, inline="always")
+def tokens_to_compute(ri, i, limit):
+    """Tokens request ``i`` still has to compute (with the token its in-flight step will
+    sample), capped by the long-prefill ``limit`` (0 = none)."""
+    n = ri[i, PROMPT] + ri[i, GENERATED] + ri[i, PLACEHOLDER] - ri[i, COMPUTED]
     if limit > 0 and n > limit:
         n = limit
     return n
+
+
+@njit(cache=True, inline="always")
+def at_max_tokens(ri, target, i):
+    """Async scheduling: the step in flight already samples request ``i``'s last token."""
+    return (ri[i, PLACEHOLDER] > 0
+            and ri[i, COMPUTED] + 2 - ri[i, PLACEHOLDER] >= ri[i, PROMPT] + target[i])
 
 
 @njit(cache=True)
@@ -61,7 +84,8 @@ def add_to_batch(batch, s, ri, i, n):
     batch[B_REQ, b] = i
     batch[B_NEW, b] = n
     batch[B_CONTEXT, b] = c
-    batch[B_DECODE, b] = 1 if n == 1 and ri[i, GENERATED] > 0 and c + 1 == ri[i, PROMPT] + ri[i, GENERATED] else 0
+    known = ri[i, PROMPT] + ri[i, GENERATED] + ri[i, PLACEHOLDER]
+    batch[B_DECODE, b] = 1 if n == 1 and known > ri[i, PROMPT] and c + 1 == known else 0
     s[S_BATCH] = b + 1
 
 
@@ -80,12 +104,14 @@ def drop_from_batch(batch, s, i):
 
 
 @njit(cache=True)
-def evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef):
+def evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef, kv):
     running = queues[Q_RUNNING]
     victim = running[pos]
     remove_at(running, s[S_N_RUNNING], pos)
     s[S_N_RUNNING] -= 1
-    preempt(victim, rf, ri, queues, s, should_swap(ri, victim, s, cfg_i, cfg_f, coef))
+    preempt(victim, rf, ri, queues, s, cfg_i, kv, should_swap(ri, victim, s, cfg_i, cfg_f, coef))
+    queues[Q_PREEMPTED, s[S_N_PREEMPTED]] = victim
+    s[S_N_PREEMPTED] += 1
     return victim
 
 
@@ -109,9 +135,11 @@ def start_running(rf, ri, queues, s, cfg_i, i, pos, now):
 
 
 @njit(cache=True, inline="always")
-def take_blocks(ri, s, i, blocks):
-    ri[i, BLOCKS] += blocks
-    s[S_FREE_BLOCKS] -= blocks
+def extend(kv, ri, s, cfg_i, i, n):
+    """Allocate the blocks running request ``i`` needs for ``n`` more tokens and register the
+    full blocks whose tokens are known (vLLM caches them at allocation)."""
+    grow(kv, ri, s, cfg_i, i, extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE]))
+    cache_blocks(kv, ri, cfg_i, i, min(ri[i, COMPUTED] + n, ri[i, PROMPT] + ri[i, GENERATED]))
 
 
 @njit(cache=True)
@@ -122,16 +150,71 @@ def swap_back(ri, s, i):
     ri[i, HOST_BLOCKS] = 0
 
 
+@njit(cache=True)
+def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
+    """Admitting waiting request ``i`` now: its new tokens (0 if it may not be chunked to the
+    budget), prefix-cache hit blocks, and the free blocks it lacks (0 if it fits): blocks for
+    this chunk, and with ``C_FULL_ISL`` for its whole known sequence, plus the watermark while
+    something runs; hit blocks taken from the free queue count against free space."""
+    bs = cfg_i[C_BLOCK_SIZE]
+    num_tokens = ri[i, PROMPT] + ri[i, GENERATED]
+    hits, evictable = 0, 0
+    if cfg_i[C_PREFIX] == 1 and ri[i, COMPUTED] == 0:
+        hits, evictable = lookup(kv, ri, i, num_tokens, bs)
+    computed = ri[i, COMPUTED] + hits * bs
+    n = num_tokens - computed
+    if limit > 0 and n > limit:
+        n = limit
+    if n > budget:
+        if cfg_i[C_CHUNKED] == 0:
+            return 0, hits, 0
+        n = budget
+    reserve = cfg_i[C_WATERMARK] if s[S_N_RUNNING] > 0 else 0
+    need = blocks_for(computed + n, bs) - hits
+    if cfg_i[C_FULL_ISL] == 1:
+        need = max(need, blocks_for(num_tokens, bs) - hits)
+    return n, hits, max(need + evictable + reserve - s[S_FREE_BLOCKS], 0)
+
+
+@njit(cache=True)
+def admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, pos, now):
+    """Admit planned waiting request ``i`` at running position ``pos`` with ``n`` new tokens
+    after its ``hits`` cached blocks."""
+    hit_tokens = hits * cfg_i[C_BLOCK_SIZE]
+    if cfg_i[C_PREFIX] == 1 and ri[i, COMPUTED] == 0:
+        take_hits(kv, ri, s, i, hits)
+        ri[i, COMPUTED] = hit_tokens
+        ri[i, HIT_TOKENS] += hit_tokens
+        if ri[i, N_PREEMPT] == 0:
+            ri[i, CACHED_TOKENS] = hit_tokens
+        s[S_HIT_TOKENS] += hit_tokens
+        s[S_LOOKUP_TOKENS] += ri[i, PROMPT] + ri[i, GENERATED]
+    start_running(rf, ri, queues, s, cfg_i, i, pos, now)
+    extend(kv, ri, s, cfg_i, i, n)
+    add_to_batch(batch, s, ri, i, n)
+
+
+@njit(cache=True)
+def put_back(rf, queues, s, skipped):
+    for p in range(skipped):
+        heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, queues[Q_SKIPPED, p])
+
+
 # ----------------------------------------------------------------------------- vLLM mode
 
 @njit(cache=True, inline="always")
-def schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, budget):
+def schedule_running(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, budget, limit):
     """Give each running request its next tokens; on KV shortage preempt victims until the
-    allocation fits or the request itself is the victim (then stop the pass)."""
+    allocation fits or the request itself is the victim. Async scheduling skips a request
+    whose in-flight step samples its last token."""
     k = 0
+    fcfs = cfg_i[C_VICTIM] == V_LAST
     while k < s[S_N_RUNNING] and budget > 0:
         i = queues[Q_RUNNING, k]
-        n = min(tokens_to_compute(ri, i, cfg_i), budget)
+        if at_max_tokens(ri, target, i):
+            k += 1
+            continue
+        n = min(tokens_to_compute(ri, i, limit), budget)
         need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
         evicted_self = False
         while need > s[S_FREE_BLOCKS]:
@@ -139,12 +222,14 @@ def schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, budget):
             if pos < k:
                 k -= 1
                 budget += drop_from_batch(batch, s, queues[Q_RUNNING, pos])
-            if evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef) == i:
+            if evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef, kv) == i:
                 evicted_self = True
                 break
         if evicted_self:
-            break
-        take_blocks(ri, s, i, need)
+            if fcfs:
+                break
+            continue  # priority mode: the requests after it may still fit
+        extend(kv, ri, s, cfg_i, i, n)
         add_to_batch(batch, s, ri, i, n)
         budget -= n
         k += 1
@@ -152,41 +237,41 @@ def schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, budget):
 
 
 @njit(cache=True, inline="always")
-def schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now):
+def schedule_swapped(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
     """Swap requests back in (priority order) before any new admission, as vLLM v0."""
     while s[S_N_SWAPPED] > 0 and budget > 0 and s[S_N_RUNNING] < cfg_i[C_MAX_SEQS]:
         i = queues[Q_SWAPPED, 0]
-        n = min(tokens_to_compute(ri, i, cfg_i), budget)
+        n = min(tokens_to_compute(ri, i, limit), budget)
         need = blocks_for(ri[i, COMPUTED] + n, cfg_i[C_BLOCK_SIZE])
         if need + cfg_i[C_WATERMARK] > s[S_FREE_BLOCKS]:
             break
         heap_pop(queues[Q_SWAPPED], s, S_N_SWAPPED, rf)
         swap_back(ri, s, i)
-        take_blocks(ri, s, i, need)
         start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
+        extend(kv, ri, s, cfg_i, i, n)
         add_to_batch(batch, s, ri, i, n)
         budget -= n
     return budget
 
 
 @njit(cache=True, inline="always")
-def schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, now):
-    """Admit waiting requests in priority order with strict head-of-line blocking."""
+def schedule_waiting(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
+    """Admit waiting requests in queue order with strict head-of-line blocking; a request
+    with output still in flight is set aside for this step and put back in front."""
+    skipped = 0
     while s[S_N_WAITING] > 0 and budget > 0 and s[S_N_RUNNING] < cfg_i[C_MAX_SEQS]:
         i = queues[Q_WAITING, 0]
-        n = tokens_to_compute(ri, i, cfg_i)
-        if n > budget:
-            if cfg_i[C_CHUNKED] == 0:
-                break
-            n = budget
-        need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
-        if need + cfg_i[C_WATERMARK] > s[S_FREE_BLOCKS]:
+        if ri[i, STALE] > 0:
+            queues[Q_SKIPPED, skipped] = heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
+            skipped += 1
+            continue
+        n, hits, short = plan_admission(kv, ri, s, cfg_i, i, budget, limit)
+        if n == 0 or short > 0:
             break
         heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
-        take_blocks(ri, s, i, need)
-        start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
-        add_to_batch(batch, s, ri, i, n)
+        admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, s[S_N_RUNNING], now)
         budget -= n
+    put_back(rf, queues, s, skipped)
     return budget
 
 
@@ -211,7 +296,8 @@ def evictable(rf, ri, v, limit):
 
 
 @njit(cache=True)
-def _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, seats, apply):
+def _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, blocks, seats,
+                  apply):
     """Walk the running list up from its lowest priority to ``first``, counting (and, if
     ``apply``, evicting) evictable requests until ``blocks`` and ``seats`` are covered.
     True if they are."""
@@ -221,22 +307,24 @@ def _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, s
     while p >= first and (freed < blocks or count < seats):
         v = queues[Q_RUNNING, p]
         if evictable(rf, ri, v, limit):
-            freed += ri[v, BLOCKS]
+            freed += exclusive_blocks(kv, ri, cfg_i, v)
             count += 1
             if apply:
-                evict_at(p, rf, ri, queues, s, cfg_i, cfg_f, coef)
+                evict_at(p, rf, ri, queues, s, cfg_i, cfg_f, coef, kv)
         p -= 1
     return freed >= blocks and count >= seats
 
 
 @njit(cache=True)
-def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, first, r, blocks, seats):
+def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, r, blocks, seats):
     """Evict running requests at positions >= ``first`` (lowest priority first) to free
     ``blocks`` blocks and ``seats`` seats for ``r``; all or nothing. True on success."""
     limit = rf[r, PRIO] + cfg_f[CF_DELTA]
-    if not _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, seats, False):
+    if not _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, blocks,
+                         seats, False):
         return False
-    return _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, first, limit, blocks, seats, True)
+    return _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, blocks,
+                         seats, True)
 
 
 @njit(cache=True, inline="always")
@@ -253,13 +341,24 @@ def next_queued(rf, queues, s, waiting_open, swapped_open):
 
 
 @njit(cache=True)
-def schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
+def _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit):
+    """New tokens, hit blocks and blocks short of admitting queue head ``cand`` now."""
+    if queue == Q_WAITING:
+        return plan_admission(kv, ri, s, cfg_i, cand, budget, limit)
+    n = min(tokens_to_compute(ri, cand, limit), budget)
+    need = blocks_for(ri[cand, COMPUTED] + n, cfg_i[C_BLOCK_SIZE])
+    return n, 0, max(need + cfg_i[C_WATERMARK] - s[S_FREE_BLOCKS], 0)
+
+
+@njit(cache=True)
+def schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, limit, now):
     running = queues[Q_RUNNING]
     sort_running(rf, running, s[S_N_RUNNING])
     bs = cfg_i[C_BLOCK_SIZE]
     budget = cfg_i[C_BUDGET]
     waiting_open = True
     swapped_open = True
+    skipped = 0
     k = 0
     stale = True  # the queue heads change only by admissions, closed queues and evictions
     while budget > 0:
@@ -268,47 +367,56 @@ def schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
             stale = False
         if k < s[S_N_RUNNING] and (cand < 0 or before(rf, running[k], cand)):
             i = running[k]
-            n = min(tokens_to_compute(ri, i, cfg_i), budget)
+            k += 1
+            if at_max_tokens(ri, target, i):
+                continue
+            n = min(tokens_to_compute(ri, i, limit), budget)
             need = extra_blocks(ri, i, n, bs)
             if need > s[S_FREE_BLOCKS]:
-                stale = make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, k + 1, i,
+                stale = make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, k, i,
                                   need - s[S_FREE_BLOCKS], 0)
             if need <= s[S_FREE_BLOCKS]:
-                take_blocks(ri, s, i, need)
+                extend(kv, ri, s, cfg_i, i, n)
                 add_to_batch(batch, s, ri, i, n)
                 budget -= n
-            k += 1
             continue
         if cand < 0:
             break
         stale = True
-        n = tokens_to_compute(ri, cand, cfg_i)
-        if n > budget and cfg_i[C_CHUNKED] == 0:
-            n = 0
-        n = min(n, budget)
-        need = blocks_for(ri[cand, COMPUTED] + n, bs) - ri[cand, BLOCKS]
-        short = need + cfg_i[C_WATERMARK] - s[S_FREE_BLOCKS]
+        if queue == Q_WAITING and ri[cand, STALE] > 0:
+            queues[Q_SKIPPED, skipped] = heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
+            skipped += 1
+            continue
+        n, hits, short = _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit)
         seats = 1 if s[S_N_RUNNING] >= cfg_i[C_MAX_SEQS] else 0
-        if n == 0 or ((short > 0 or seats > 0) and not make_room(
-                rf, ri, queues, s, cfg_i, cfg_f, coef, k, cand, max(short, 0), seats)):
+        if n > 0 and (short > 0 or seats > 0) and make_room(
+                rf, ri, queues, s, cfg_i, cfg_f, coef, kv, k, cand, short, seats):
+            n, hits, short = _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit)
+            seats = 0
+        if n == 0 or short > 0 or seats > 0:
             if queue == Q_WAITING:
                 waiting_open = False
             else:
                 swapped_open = False
             continue
-        heap_pop(queues[queue], s, S_N_WAITING if queue == Q_WAITING else S_N_SWAPPED, rf)
-        if queue == Q_SWAPPED:
+        if queue == Q_WAITING:
+            heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
+            admit(kv, rf, ri, queues, batch, s, cfg_i, cand, n, hits, k, now)
+        else:
+            heap_pop(queues[Q_SWAPPED], s, S_N_SWAPPED, rf)
             swap_back(ri, s, cand)
-        take_blocks(ri, s, cand, need)
-        start_running(rf, ri, queues, s, cfg_i, cand, k, now)
-        add_to_batch(batch, s, ri, cand, n)
+            start_running(rf, ri, queues, s, cfg_i, cand, k, now)
+            extend(kv, ri, s, cfg_i, cand, n)
+            add_to_batch(batch, s, ri, cand, n)
         budget -= n
         k += 1
+    put_back(rf, queues, s, skipped)
 
 
 @njit(cache=True)
-def break_stall(rf, ri, queues, s, cfg_i, cfg_f, coef):
+def break_stall(rf, ri, queues, s, cfg_i, cfg_f, coef, kv):
     """Nothing could run although requests hold KV: evict the lowest-priority running
     request regardless of its guard (counted in ``S_GUARD_OVERRIDES``)."""
-    evict_at(s[S_N_RUNNING] - 1, rf, ri, queues, s, cfg_i, cfg_f, coef)
+    evict_at(s[S_N_RUNNING] - 1, rf, ri, queues, s, cfg_i, cfg_f, coef, kv)
     s[S_GUARD_OVERRIDES] += 1
+

@@ -4,13 +4,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import layout as L
+from .blocks import new_pool
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Knobs of one serving engine (vLLM names). ``watermark_blocks`` is the number of blocks
-    kept free when admitting a waiting or swapped request; ``swap_s_per_block`` the time to
-    move one KV block over the host link, one way."""
+    """Knobs of one serving engine (vLLM names; defaults are vLLM 0.33's). ``num_gpu_blocks``
+    includes vLLM's null block (``num_gpu_blocks - 1`` hold KV). ``watermark_blocks`` is the
+    number of blocks kept free when admitting a waiting or swapped request while some request
+    runs; ``swap_s_per_block`` the time to move one KV block over the host link, one way.
+    ``async_scheduling``, ``enable_prefix_caching`` and ``scheduler_reserve_full_isl``: see
+    ``tailgym.engine.step``, ``blocks`` and ``schedule.plan_admission``."""
 
     max_num_batched_tokens: int
     max_num_seqs: int
@@ -23,14 +27,19 @@ class EngineConfig:
     watermark_blocks: int = 0
     max_model_len: int = 1 << 62
     swap_s_per_block: float = 0.0
+    async_scheduling: bool = True
+    enable_prefix_caching: bool = True
+    scheduler_reserve_full_isl: bool = True
     check: bool = False
 
     def __post_init__(self):
-        positive = ("max_num_batched_tokens", "max_num_seqs", "num_gpu_blocks", "block_size",
-                    "max_model_len")
+        positive = ("max_num_batched_tokens", "max_num_seqs", "block_size", "max_model_len")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.num_gpu_blocks) < 2:
+            raise ValueError(f"num_gpu_blocks must be >= 2 (block 0 is reserved), "
+                             f"got {self.num_gpu_blocks}")
         for name in ("num_host_blocks", "long_prefill_token_threshold", "watermark_blocks"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -65,6 +74,9 @@ class EngineConfig:
         cfg_i[L.C_MODE] = run.mode
         cfg_i[L.C_GUARD_K] = run.guard_k
         cfg_i[L.C_COST_AWARE] = int(run.cost_aware)
+        cfg_i[L.C_ASYNC] = int(self.async_scheduling)
+        cfg_i[L.C_PREFIX] = int(self.enable_prefix_caching)
+        cfg_i[L.C_FULL_ISL] = int(self.scheduler_reserve_full_isl)
         cfg_f = np.zeros(L.CF_COLS, dtype=np.float64)
         cfg_f[L.CF_SWAP_S_PER_BLOCK] = self.swap_s_per_block
         cfg_f[L.CF_DELTA] = run.delta
@@ -77,10 +89,12 @@ class EngineConfig:
 
 
 class EngineState:
-    """Per-request tables, queues and scalars of one simulation (see ``layout``)."""
+    """Per-request tables, queues, batch slots, the block pool and scalars of one simulation
+    (see ``layout`` and ``blocks``). ``block_keys`` = ``(offsets, keys)``: the prefix keys of
+    each request's leading blocks (``tailgym.workload.prefix.engine_block_keys``)."""
 
     def __init__(self, arrival, prompt, output, config: EngineConfig, rejected=None, hint=None,
-                 pstate=None):
+                 pstate=None, block_keys=None):
         n = len(arrival)
         self.rf = np.zeros((n, L.RF_COLS))
         self.rf[:, L.ARRIVAL] = arrival
@@ -88,18 +102,37 @@ class EngineState:
             self.rf[:, col] = np.nan
         self.ri = np.zeros((n, L.RI_COLS), dtype=np.int64)
         self.ri[:, L.PROMPT] = prompt
+        self.ri[:, L.ROW] = -1
         self.target = np.array(output, dtype=np.int64)
         self.hint = np.full(n, np.nan) if hint is None else np.asarray(hint, dtype=np.float64)
         self.pstate = np.zeros(1) if pstate is None else np.asarray(pstate, dtype=np.float64)
         if rejected is not None:
             self.ri[rejected, L.STATUS] = L.ST_REJECTED
-        self.queues = np.zeros((3, max(n, 1)), dtype=np.int64)
-        self.batch = np.zeros((L.B_ROWS, max(n, 1)), dtype=np.int64)
+        self.queues = np.zeros((L.Q_ROWS, max(n, 1)), dtype=np.int64)
+        self.batches = np.zeros((2, L.B_ROWS, config.max_num_seqs + 1), dtype=np.int64)
         self.s = np.zeros(L.S_COLS, dtype=np.int64)
-        self.s[L.S_FREE_BLOCKS] = config.num_gpu_blocks
+        self.s[L.S_FREE_BLOCKS] = config.num_gpu_blocks - 1  # block 0: vLLM's null block
         self.s[L.S_FREE_HOST] = config.num_host_blocks
         self.t = np.zeros(L.T_COLS)
         self.t[L.T_NOW] = arrival[0] if n else 0.0
+        if block_keys is None:
+            block_keys = (np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        largest = int(config.blocks_for_request(prompt, output).max()) if n else 1
+        (self.pool_blocks, self.pool_map, self.pool_tables, self.pool_rows, self.key_off,
+         self.keys) = new_pool(config.num_gpu_blocks, config.max_num_seqs + 1,
+                               min(largest, config.num_gpu_blocks), *block_keys,
+                               config.enable_prefix_caching)
+
+    @property
+    def kv(self) -> tuple:
+        """The block pool arrays as the numba core takes them (see ``blocks``)."""
+        return (self.pool_blocks, self.pool_map, self.pool_tables, self.pool_rows, self.key_off,
+                self.keys)
+
+    @property
+    def batch(self) -> np.ndarray:
+        """The batch slot being formed (async: the other one may be in flight)."""
+        return self.batches[self.s[L.S_SLOT]]
 
     def copy(self) -> "EngineState":
         new = object.__new__(EngineState)

@@ -1,23 +1,46 @@
-"""One engine step (schedule, time it, emit tokens) and the run loop over steps."""
+"""The engine loop: schedule a batch, time it, process its output; sync or async.
+
+One iteration follows vLLM 0.33's engine core (``EngineCore.step`` when synchronous,
+``step_with_batch_queue`` with a batch queue of 2 and the ``AsyncScheduler`` when
+``C_ASYNC``), with the clock ``t[T_NOW]`` at the last processed output:
+
+1. ``begin_step``: requests that arrived by now join the waiting queue; the policy refreshes;
+   an idle engine (no request, no batch in flight) jumps to the next arrival.
+2. If the scheduler has requests, ``form_batch`` schedules a batch (``schedule.py``), then
+   advances each scheduled request's computed tokens at once (``after_schedule``): async
+   scheduling counts the token the batch will sample as a placeholder, so the next batch can be
+   formed before this one's output is back. ``enqueue_batch`` hands it to the GPU: it starts
+   when the GPU is free and runs ``dt`` seconds (a batch that scheduled nothing takes none).
+   Synchronous engines, and async ones whose queue is not full while something can still be
+   scheduled, go back to 1 at once (async) or go on to 3 (sync).
+3. ``complete_batch``: the oldest queued batch's output is processed when it ends: the clock
+   moves to its end, sampled tokens are appended, finished requests free their blocks.
+
+So with async scheduling arrivals, freed blocks and freed seats take effect one batch later.
+"""
 import numpy as np
 from numba import njit
 
 from ..policies import dispatch
+from .blocks import cache_blocks, pool_consistent, release
 from .cost import batch_features, step_time
-from .heap import heap_push, heapify
-from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BUDGET, C_CHECK, C_GPU_BLOCKS, C_HOST_BLOCKS, C_MODE,
-                     C_POLICY, C_REPRIORITIZE, CF_REFRESH_S, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE,
-                     ERR_BLOCKS, ERR_STALL, FIRST_TOKEN, GENERATED, HOST_BLOCKS, L_BATCH,
-                     L_CONTEXT, L_DECODE, L_DT, L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING,
-                     L_SWAP, L_WAITING, LAST_TOKEN, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PRIO,
-                     PRIO_CHANGES,
-                     PROMPT,
-                     Q_RUNNING, Q_SWAPPED, Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS,
-                     S_FREE_HOST, S_N_FINISHED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING,
-                     S_NEXT_ARRIVAL, S_PREEMPTED_NOW, S_STEPS, S_SWAP_BLOCKS, ST_FINISHED,
-                     ST_FUTURE, ST_WAITING, STATUS, SUM_GAP, T_BUSY, T_NEXT_REFRESH, T_NOW)
-from .schedule import (break_stall, schedule_preemptive, schedule_running, schedule_swapped,
-                       schedule_waiting)
+from .heap import heap_push, heap_remove, heapify
+from .layout import (ARRIVAL, B_NEW, B_REQ, B_SAMPLE, BL_KIND, BL_REQ, BL_STEP,
+                     BL_TOKENS, BLK_PREEMPTED, BLK_SCHEDULED, BLOCKS, C_ASYNC, C_BUDGET, C_CHECK,
+                     C_HOST_BLOCKS, C_MAX_SEQS, C_MODE, C_POLICY, C_REPRIORITIZE, CF_REFRESH_S,
+                     CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL, FIRST_TOKEN,
+                     GENERATED, HOST_BLOCKS, IN_FLIGHT, L_BATCH, L_CONTEXT, L_DECODE, L_DT,
+                     L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING, L_START, L_SWAP, L_WAITING,
+                     LAST_TOKEN, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PLACEHOLDER, PRIO,
+                     PRIO_CHANGES, PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SWAPPED, Q_WAITING,
+                     S_BATCH, S_BLOG, S_EMPTY_BATCHES, S_EMPTY_RUN, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST, S_N_FINISHED,
+                     S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL,
+                     S_PREEMPTED_NOW, S_Q_N0, S_Q_OLDEST, S_QUEUED, S_SLOT, S_STEPS,
+                     S_SWAP_BLOCKS, ST_FINISHED, ST_FUTURE, ST_RUNNING, ST_SWAPPED, ST_WAITING, STALE,
+                     STATUS, SUM_GAP, T_BUSY, T_GPU_FREE, T_NEXT_REFRESH, T_NOW, T_Q_END0,
+                     T_Q_START0)
+from .schedule import (break_stall, long_prefill_limit, schedule_preemptive, schedule_running,
+                       schedule_swapped, schedule_waiting)
 
 
 @njit(cache=True, inline="always")
@@ -50,16 +73,126 @@ def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
 
 
 @njit(cache=True, inline="always")
-def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end):
-    """Advance every scheduled request; sample a token where its KV caught up with its
-    tokens; finish requests that reached their output length and free their blocks."""
+def has_requests(s):
+    return s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] > 0
+
+
+@njit(cache=True, inline="always")
+def tokens_in_flight(s):
+    """True if a queued batch scheduled any token (its output will change the state)."""
+    q = s[S_QUEUED]
+    old = s[S_Q_OLDEST]
+    return (q >= 1 and s[S_Q_N0 + old] > 0) or (q == 2 and s[S_Q_N0 + 1 - old] > 0)
+
+
+@njit(cache=True, inline="always")
+def after_schedule(ri, batch, s, cfg_i):
+    """Advance the computed tokens of every scheduled request (vLLM does it right after
+    scheduling); flag the entries that sample a token; async: count it as a placeholder."""
+    async_ = cfg_i[C_ASYNC] == 1
+    for b in range(s[S_BATCH]):
+        i = batch[B_REQ, b]
+        n = batch[B_NEW, b]
+        ri[i, COMPUTED] += n
+        ri[i, IN_FLIGHT] += n
+        sample = ri[i, COMPUTED] >= ri[i, PROMPT] + ri[i, GENERATED] + ri[i, PLACEHOLDER]
+        batch[B_SAMPLE, b] = 1 if sample else 0
+        if sample and async_:
+            ri[i, PLACEHOLDER] += 1
+
+
+@njit(cache=True)
+def form_batch(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, now):
+    """Schedule one batch into ``batch`` (possibly empty). Sets ``ERR_STALL`` if nothing can
+    ever run: an empty batch with no preemption and no token in flight, or more empty batches
+    in a row than preemptions could explain (a livelock)."""
+    s[S_BATCH] = 0
+    s[S_PREEMPTED_NOW] = 0
+    s[S_N_PREEMPTED] = 0
+    limit = long_prefill_limit(s, cfg_i)
+    if cfg_i[C_MODE] == MODE_PREEMPTIVE:
+        schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, limit, now)
+        if s[S_BATCH] == 0 and s[S_N_RUNNING] > 0 and not tokens_in_flight(s):
+            break_stall(rf, ri, queues, s, cfg_i, cfg_f, coef, kv)
+    else:
+        budget = schedule_running(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv,
+                                  cfg_i[C_BUDGET], limit)
+        if s[S_PREEMPTED_NOW] == 0:
+            if s[S_N_SWAPPED] > 0:
+                budget = schedule_swapped(rf, ri, queues, batch, s, cfg_i, kv, budget, limit,
+                                          now)
+            if s[S_N_SWAPPED] == 0 and s[S_N_WAITING] > 0:
+                schedule_waiting(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now)
+    stuck = s[S_BATCH] == 0 and s[S_N_PREEMPTED] == 0 and not tokens_in_flight(s)
+    s[S_EMPTY_RUN] = s[S_EMPTY_RUN] + 1 if s[S_BATCH] == 0 else 0
+    if stuck or s[S_EMPTY_RUN] > cfg_i[C_MAX_SEQS] + 4:
+        s[S_ERROR] = ERR_STALL
+    after_schedule(ri, batch, s, cfg_i)
+
+
+@njit(cache=True, inline="always")
+def enqueue_batch(s, t, cfg_i, dt):
+    """Hand the formed batch to the GPU; True if the engine must now wait for the oldest
+    queued batch (always when synchronous)."""
+    slot = s[S_SLOT]
+    nb = s[S_BATCH]
+    s[S_Q_N0 + slot] = nb
+    start = max(t[T_NOW], t[T_GPU_FREE])
+    end = start
+    if nb > 0:
+        end = start + dt
+        t[T_GPU_FREE] = end
+        t[T_BUSY] += dt
+        s[S_STEPS] += 1
+    else:
+        s[S_EMPTY_BATCHES] += 1
+    t[T_Q_START0 + slot] = start
+    t[T_Q_END0 + slot] = end
+    if s[S_QUEUED] == 0:
+        s[S_Q_OLDEST] = slot
+    s[S_QUEUED] += 1
+    s[S_SLOT] = 1 - slot
+    s[S_SWAP_BLOCKS] = 0
+    if cfg_i[C_ASYNC] == 0:
+        return True
+    return not (s[S_QUEUED] < 2 and (nb > 0 or has_requests(s)))
+
+
+@njit(cache=True)
+def _remove_queued(rf, ri, queues, s, i):
+    """Take preempted request ``i`` (finished by output still in flight) out of its heap."""
+    q, slot = (Q_SWAPPED, S_N_SWAPPED) if ri[i, STATUS] == ST_SWAPPED else (Q_WAITING, S_N_WAITING)
+    for p in range(s[slot]):
+        if queues[q, p] == i:
+            heap_remove(queues[q], s, slot, rf, p)
+            break
+    s[S_FREE_HOST] += ri[i, HOST_BLOCKS]
+    ri[i, HOST_BLOCKS] = 0
+
+
+@njit(cache=True)
+def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv):
+    """Process the output of the oldest queued batch at its end: append each sampled token,
+    finish requests that reached their output length and free their blocks. Output of a
+    request preempted since it was scheduled is still delivered (vLLM's stale output)."""
+    slot = s[S_Q_OLDEST]
+    batch = batches[slot]
+    end = max(t[T_NOW], t[T_Q_END0 + slot])
+    t[T_NOW] = end
+    s[S_QUEUED] -= 1
+    s[S_Q_OLDEST] = 1 - slot
     pid = cfg_i[C_POLICY]
     reprioritize = cfg_i[C_REPRIORITIZE] == 1
     finished = 0
-    for b in range(s[S_BATCH]):
+    for b in range(s[S_Q_N0 + slot]):
         i = batch[B_REQ, b]
-        ri[i, COMPUTED] += batch[B_NEW, b]
-        if ri[i, COMPUTED] == ri[i, PROMPT] + ri[i, GENERATED]:
+        ri[i, IN_FLIGHT] -= batch[B_NEW, b]
+        stale = ri[i, STALE] > 0
+        if stale:
+            ri[i, STALE] -= batch[B_NEW, b]
+        if ri[i, STATUS] == ST_FINISHED:
+            continue
+        if batch[B_SAMPLE, b] == 1:
             g = ri[i, GENERATED] + 1
             ri[i, GENERATED] = g
             if g == 1:
@@ -70,15 +203,22 @@ def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, e
                 if gap > rf[i, MAX_GAP]:
                     rf[i, MAX_GAP] = gap
             rf[i, LAST_TOKEN] = end
+            if not stale and ri[i, PLACEHOLDER] > 0:
+                ri[i, PLACEHOLDER] -= 1
+                cache_blocks(kv, ri, cfg_i, i, min(ri[i, COMPUTED] - ri[i, IN_FLIGHT],
+                                                   ri[i, PROMPT] + g))
             if g == target[i]:
+                if ri[i, STATUS] == ST_RUNNING:
+                    finished += 1
+                else:
+                    _remove_queued(rf, ri, queues, s, i)
                 ri[i, STATUS] = ST_FINISHED
                 rf[i, DONE] = end
-                s[S_FREE_BLOCKS] += ri[i, BLOCKS]
-                ri[i, BLOCKS] = 0
-                finished += 1
+                release(kv, ri, s, cfg_i, i)
+                s[S_N_FINISHED] += 1
                 dispatch.on_finish(pid, params, pstate, rf, ri, i, g, end)
                 continue
-        if reprioritize and ri[i, GENERATED] >= ri[i, NEXT_PRIO]:
+        if reprioritize and not stale and ri[i, GENERATED] >= ri[i, NEXT_PRIO]:
             new = dispatch.priority(pid, params, pstate, hint, rf, ri, i, end)
             ri[i, NEXT_PRIO] = dispatch.next_change(pid, params, ri, i)
             if new != rf[i, PRIO]:
@@ -86,7 +226,6 @@ def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, e
                 ri[i, PRIO_CHANGES] += 1
     if finished == 0:
         return
-    s[S_N_FINISHED] += finished
     running = queues[Q_RUNNING]
     kept = 0
     for k in range(s[S_N_RUNNING]):
@@ -98,15 +237,16 @@ def emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, e
 
 
 @njit(cache=True)
-def blocks_conserved(ri, s, cfg_i):
-    return (ri[:, BLOCKS].sum() + s[S_FREE_BLOCKS] == cfg_i[C_GPU_BLOCKS]
+def blocks_conserved(ri, s, cfg_i, kv):
+    return (pool_consistent(kv, ri, s, cfg_i)
             and ri[:, HOST_BLOCKS].sum() + s[S_FREE_HOST] == cfg_i[C_HOST_BLOCKS]
-            and s[S_FREE_BLOCKS] >= 0 and s[S_FREE_HOST] >= 0)
+            and s[S_FREE_HOST] >= 0)
 
 
 @njit(cache=True)
-def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks):
-    log[row, L_END] = t[T_NOW]
+def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks, start):
+    log[row, L_START] = start
+    log[row, L_END] = start + dt
     log[row, L_DT] = dt
     log[row, L_PREFILL] = x[1]
     log[row, L_DECODE] = x[2]
@@ -122,29 +262,28 @@ def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks):
     log[row, L_SWAP] = swap_blocks
 
 
-@njit(cache=True, inline="always")
-def form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now):
-    """Schedule one step. Returns False when the step must be re-planned at once (a
-    preemption left nothing to run)."""
-    s[S_BATCH] = 0
-    s[S_PREEMPTED_NOW] = 0
-    if cfg_i[C_MODE] == MODE_PREEMPTIVE:
-        schedule_preemptive(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, now)
-        if s[S_BATCH] == 0 and s[S_N_RUNNING] > 0:
-            break_stall(rf, ri, queues, s, cfg_i, cfg_f, coef)
-            return False
-        return True
-    budget = schedule_running(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, cfg_i[C_BUDGET])
-    if s[S_PREEMPTED_NOW] == 0:
-        if s[S_N_SWAPPED] > 0:
-            budget = schedule_swapped(rf, ri, queues, batch, s, cfg_i, budget, now)
-        if s[S_N_SWAPPED] == 0 and s[S_N_WAITING] > 0:
-            schedule_waiting(rf, ri, queues, batch, s, cfg_i, budget, now)
-    return not (s[S_BATCH] == 0 and s[S_PREEMPTED_NOW] == 1)
+@njit(cache=True)
+def log_batch(blog, batch, queues, s):
+    """Append the formed batch's entries and its preemptions to the batch log."""
+    step = s[S_STEPS]
+    r = s[S_BLOG]
+    for b in range(s[S_BATCH]):
+        blog[r, BL_STEP] = step
+        blog[r, BL_KIND] = BLK_SCHEDULED
+        blog[r, BL_REQ] = batch[B_REQ, b]
+        blog[r, BL_TOKENS] = batch[B_NEW, b]
+        r += 1
+    for p in range(s[S_N_PREEMPTED]):
+        blog[r, BL_STEP] = step
+        blog[r, BL_KIND] = BLK_PREEMPTED
+        blog[r, BL_REQ] = queues[Q_PREEMPTED, p]
+        blog[r, BL_TOKENS] = 0
+        r += 1
+    s[S_BLOG] = r
 
 
-PLAN_READY = 0   # a batch is formed: time it, then ``finish_step``
-PLAN_AGAIN = 1   # the clock jumped or a preemption emptied the batch: plan again
+PLAN_READY = 0   # schedule a batch if the scheduler has requests, else complete the oldest
+PLAN_AGAIN = 1   # the clock jumped to the next arrival: begin again
 PLAN_DONE = 2    # every request has finished or was rejected
 PLAN_STOP = 3    # the clock reached ``until``
 PLAN_ERROR = 4   # see ``s[S_ERROR]``
@@ -152,9 +291,9 @@ PLAN_ERROR = 4   # see ``s[S_ERROR]``
 
 @njit(cache=True, inline="always")
 def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until):
-    """Admit arrivals and refresh the policy before a step is scheduled. ``PLAN_READY`` when
-    a batch may be formed now, else ``PLAN_STOP``, ``PLAN_DONE`` or ``PLAN_AGAIN`` (an idle
-    engine jumped its clock to the next arrival)."""
+    """Admit arrivals and refresh the policy before an iteration. ``PLAN_READY`` when one may
+    run now, else ``PLAN_STOP``, ``PLAN_DONE`` or ``PLAN_AGAIN`` (an idle engine jumped its
+    clock to the next arrival)."""
     now = t[T_NOW]
     if now >= until:
         return PLAN_STOP
@@ -162,7 +301,7 @@ def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until):
     nxt = s[S_NEXT_ARRIVAL]
     if nxt < n_req and rf[nxt, ARRIVAL] <= now:
         admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
-    if s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] == 0:
+    if not has_requests(s) and s[S_QUEUED] == 0:
         if s[S_NEXT_ARRIVAL] >= n_req:
             return PLAN_DONE
         t[T_NOW] = min(rf[s[S_NEXT_ARRIVAL], ARRIVAL], until)  # idle: jump ahead
@@ -174,56 +313,45 @@ def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until):
     return PLAN_READY
 
 
-@njit(cache=True, inline="always")
-def plan_step(rf, ri, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate, until):
-    """Admit arrivals, refresh the policy and form the next batch (``PLAN_*`` status)."""
-    status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until)
-    if status != PLAN_READY:
-        return status
-    if not form_batch(rf, ri, queues, batch, s, cfg_i, cfg_f, coef, t[T_NOW]):
-        return PLAN_AGAIN
-    if s[S_BATCH] == 0:
-        s[S_ERROR] = ERR_STALL
-        return PLAN_ERROR
-    return PLAN_READY
-
-
-@njit(cache=True, inline="always")
-def finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt):
-    """The planned batch ran for ``dt`` seconds: emit its tokens and advance the clock."""
-    end = t[T_NOW] + dt
-    emit_tokens(rf, ri, target, hint, queues, batch, s, cfg_i, params, pstate, end)
-    t[T_NOW] = end
-    t[T_BUSY] += dt
-    s[S_SWAP_BLOCKS] = 0
-    s[S_STEPS] += 1
-    if cfg_i[C_CHECK] == 1 and not blocks_conserved(ri, s, cfg_i):
-        s[S_ERROR] = ERR_BLOCKS
-
-
 @njit(cache=True)
-def run_engine(rf, ri, target, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params, pstate,
-               log, max_steps, until):
-    """Run engine steps until ``max_steps`` ran, every request is done, an error, or the clock
-    reached ``until`` (checked between steps; an idle engine stops at ``until``), timing each
-    batch with the step-time model. Returns the number of steps run; fills ``log`` rows when
-    it has any."""
+def run_engine(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, params, pstate,
+               kv, log, blog, max_steps, until):
+    """Run engine iterations until ``max_steps`` batches were formed, every request is done,
+    an error, the clock reached ``until`` (checked between iterations; an idle engine stops at
+    ``until``), or the batch log is nearly full. Batches are timed with the step-time model.
+    Returns the number of batches formed; fills ``log`` rows when it has any."""
     x = np.zeros(coef.shape[1])
     steps = 0
+    room = 2 * cfg_i[C_MAX_SEQS] + 2
     while steps < max_steps:
-        status = plan_step(rf, ri, hint, queues, batch, s, t, cfg_i, cfg_f, coef, params,
-                           pstate, until)
+        status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until)
         if status == PLAN_AGAIN:
             continue
         if status != PLAN_READY:
             break
-        batch_features(batch, s[S_BATCH], x)
-        swap_blocks = s[S_SWAP_BLOCKS]
-        dt = step_time(coef, x) + swap_blocks * cfg_f[CF_SWAP_S_PER_BLOCK]
-        finish_step(rf, ri, target, hint, queues, batch, s, t, cfg_i, params, pstate, dt)
-        if log.shape[0] > steps:
-            log_step(log, steps, t, ri, queues, s, x, dt, swap_blocks)
-        steps += 1
-        if s[S_ERROR] != 0:
+        if has_requests(s):
+            if blog.shape[0] > 0 and s[S_BLOG] + room > blog.shape[0]:
+                break
+            batch = batches[s[S_SLOT]]
+            form_batch(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, t[T_NOW])
+            if s[S_ERROR] != 0:
+                break
+            nb = s[S_BATCH]
+            batch_features(batch, nb, x)
+            swap_blocks = s[S_SWAP_BLOCKS]
+            dt = step_time(coef, x) + swap_blocks * cfg_f[CF_SWAP_S_PER_BLOCK] if nb > 0 else 0.0
+            if blog.shape[0] > 0:
+                log_batch(blog, batch, queues, s)
+            if nb > 0 and log.shape[0] > steps:
+                log_step(log, steps, t, ri, queues, s, x, dt, swap_blocks,
+                         max(t[T_NOW], t[T_GPU_FREE]))
+            block = enqueue_batch(s, t, cfg_i, dt)
+            if nb > 0:
+                steps += 1
+            if not block:
+                continue
+        complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv)
+        if cfg_i[C_CHECK] == 1 and not blocks_conserved(ri, s, cfg_i, kv):
+            s[S_ERROR] = ERR_BLOCKS
             break
     return steps

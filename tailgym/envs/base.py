@@ -7,14 +7,14 @@ import numpy as np
 from gymnasium import spaces
 from numba import njit
 
-from ..engine import EngineState
 from ..engine import decisions as D
 from ..engine import layout as L
 from ..engine.layout import (ARRIVAL, DONE, FIRST_TOKEN, GENERATED, ST_FINISHED, ST_REJECTED,
                              STATUS)
 from ..metrics import Report
 from ..policies import resolve
-from ..sim import POLICY_STREAM, admission_check, apply_rate, build_engine, request_table
+from ..sim import (POLICY_STREAM, admission_check, apply_rate, build_engine, new_state,
+                   request_table)
 from ..workload import load_workload
 
 REWARDS = ("integral", "tail")
@@ -166,8 +166,8 @@ class ServingEnv(gym.Env):
     def _observe_slots(self) -> dict:
         """The observation of the requests in ``_slot_ids`` (copies of the buffers)."""
         st, o = self._state, self._obs
-        D.observe(st.rf, st.ri, st.batch, st.s, st.t, self._cfg_i, self._d, self._recent,
-                  self._slot_ids, o["slots"], o["slot_valid"], o["globals"])
+        D.observe(st.rf, st.ri, st.batch, st.s, st.t, self._cfg_i, st.kv, self._d,
+                  self._recent, self._slot_ids, o["slots"], o["slot_valid"], o["globals"])
         return {key: v.copy() for key, v in o.items()}
 
     def _new_episode(self, seed: int | None) -> dict:
@@ -180,8 +180,7 @@ class ServingEnv(gym.Env):
         refused, self._rejected = admission_check(wl, self._config, self._on_unfit)
         hint = self._spec.hint(wl.output_tokens, self._knobs,
                                np.random.default_rng([self.workload_seed, POLICY_STREAM]))
-        self._state = EngineState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, self._config,
-                                  refused, hint=hint, pstate=self._spec.pstate(self._knobs))
+        self._state = new_state(wl, self._config, refused, hint, self._spec.pstate(self._knobs))
         self._workload_name = wl.name
         self._t_start = float(self._state.t[L.T_NOW])
         self._wall = 0.0

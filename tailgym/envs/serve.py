@@ -1,15 +1,17 @@
 """``tailgym/Serve-v0``: make the engine's scheduling decisions, one at a time.
 
-The engine runs vLLM's scheduler (running requests first, then swapped, then waiting ones;
-see ``tailgym.engine.decisions``) and stops, with its clock frozen, at each choice:
+The engine runs vLLM 0.33's scheduler with its defaults (running requests first, then
+swapped, then waiting ones; async scheduling, prefix caching, full-prompt reservation; see
+``tailgym.engine.decisions``) and stops, with its clock frozen, at each choice:
 
 * **admit** (``globals[decision_admit] == 1``): which swapped or waiting request gets its
   next share of this step's token budget (chunked prefill), or the no-op, which runs the
   step. Offered while budget, seats and an admissible request are left, in steps without
   preemption.
 * **evict** (``decision_evict``): a running request needs KV blocks the cache lacks; pick
-  the running request to preempt (the one asking may pick itself; one already scheduled
-  leaves the batch).
+  the running request to preempt (the one asking may pick itself, which ends the running pass
+  under ``fcfs`` and goes on to the next running request under priority policies, as vLLM;
+  one already scheduled leaves the batch).
 * **swap or recompute** (``decision_swap``, ``preemption_mode="swap"`` only, when the victim
   fits the host space): action 0 recomputes, action 1 swaps.
 
@@ -22,14 +24,20 @@ illegal action is replaced by ``heuristic_action()`` and flagged in ``info["ille
 **Observation**: ``Dict`` of float32 Boxes: ``slots`` (``slots x len(SLOT_FEATURES)``, flat,
 slot-major: age, prompt tokens, tokens generated, tokens left to compute, phase (1 while
 decoding, 0 in prefill or recompute), KV blocks held, preemptions, swapped, running, tokens
-scheduled this step, blocks it needs), ``slot_valid``
+scheduled this step, blocks it needs, prompt tokens the prefix cache serves it: at its
+admission, or for a waiting request if it were admitted now), ``slot_valid``
 and ``globals`` (``GLOBAL_FEATURES``: decision kind, KV and host use, budget and seats left,
 queue lengths, candidates hidden beyond the slots, batch size, arrival rate over the last 64
 arrivals, P50/P90/P99 of the last 64 completed output lengths, preemptions). Counts and times
 are ``log1p``'d. Slots list the candidates of the pending decision in the order of the
 ``order`` policy (victim order for evictions; swapped then waiting, best first, for
 admissions); nothing reveals the output length of an unfinished request unless ``order``
-itself reads it (e.g. ``sjf-oracle``: then the slot order does).
+itself reads it (e.g. ``sjf-oracle``: then the slot order does). Async scheduling: each
+decision forms the next batch while the previous one is still in flight, so the observation
+shows what vLLM's scheduler sees then (tokens in flight count as computed; a waiting request
+whose output is still in flight is not offered); and, as in vLLM, a request whose last
+(``max_tokens``-th) token is in flight is scheduled no more, which an agent can notice one
+batch before it ends.
 
 ``heuristic_action()`` is the ``order`` policy's own choice; always taking it reproduces
 ``tailgym.simulate(..., policy=order)`` bit for bit for the policies that use vLLM's
@@ -157,15 +165,13 @@ class ServeEnv(ServingEnv):
     def _advance(self, action: int) -> None:
         """Run the engine to the next decision (or the episode's end)."""
         st, d = self._state, self._d
-        args = (st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t, self._cfg_i,
-                self._cfg_f, self._coef, self._params, st.pstate, d, self._df, self._slot_ids,
-                self._mask, self._recent, self._scratch)
+        args = (st.rf, st.ri, st.target, st.hint, st.queues, st.batches, st.s, st.t,
+                self._cfg_i, self._cfg_f, self._coef, self._params, st.pstate, st.kv, d, self._df,
+                self._slot_ids, self._mask, self._recent, self._scratch)
         status = D.advance(*args, action, self._timed, self._until)
         while status == D.ADV_READY:
-            D.complete_step(st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t,
-                            self._cfg_i, self._params, st.pstate, d, self._df, self._recent,
-                            self._execute_batch())
-            status = D.ADV_ERROR if st.s[L.S_ERROR] else D.advance(*args, -1, 0, self._until)
+            D.enqueue(st.s, st.t, self._cfg_i, d, self._execute_batch())
+            status = D.advance(*args, -1, 0, self._until)
         if status == D.ADV_ERROR:
             raise EngineError(f"engine error {st.s[L.S_ERROR]} at t={st.t[L.T_NOW]:.6f}s: "
                               f"{st.status_counts()}")

@@ -1,9 +1,12 @@
 """Hardware in the loop: tailgym's scheduler drives the real PyTorch engine step by step.
 
 The numba core plans each step exactly as in a simulation (same policies, same block
-accounting); ``BlockTables`` turns the engine's per-request block counts into physical block
-ids of the paged KV pool (and host slots for swapped requests), the executor runs the batch on
-the device, and the measured time (step plus KV swap copies) advances the clock.
+accounting, same sync or async pipeline); ``BlockTables`` turns the engine's blocks into
+physical block ids of the paged KV pool (and host slots for swapped requests): with prefix
+caching the engine's own block ids, so requests with a shared prefix read the same physical
+blocks and only uncached tokens are computed; without it, ids handed out for the engine's block
+counts. The executor runs each batch on the device as it is formed, and the measured time (step
+plus KV swap copies) is its duration.
 """
 import time
 
@@ -11,7 +14,8 @@ import numpy as np
 
 from ..engine import layout as L
 from ..engine.cost import batch_features
-from ..engine.step import PLAN_AGAIN, PLAN_DONE, PLAN_READY, finish_step, plan_step
+from ..engine.step import (PLAN_AGAIN, PLAN_DONE, begin_step, complete_batch, enqueue_batch,
+                           form_batch, has_requests)
 from ..sim import prepare
 from ..workload import load_workload
 from .executor import HILExecutor
@@ -34,11 +38,15 @@ class BlockTables:
     def _take(pool: list[int], n: int) -> list[int]:
         return [pool.pop() for _ in range(n)]
 
-    def sync(self, ri: np.ndarray, cache: PagedKVCache) -> None:
+    def sync(self, ri: np.ndarray, cache: PagedKVCache, engine_tables=None) -> None:
         """Apply what the engine did since the last sync. An eviction releases all of a
         request's blocks (swap-outs first copy them to host slots); growth takes new blocks
         (a swap-in copies the host slots back into them). A request may be evicted and
-        re-admitted within one plan, so both halves can apply to it."""
+        re-admitted within one plan, so both halves can apply to it. ``engine_tables`` (prefix
+        caching): the engine's block tables, whose ids are used as they are."""
+        if engine_tables is not None:
+            self._sync_ids(ri, cache, engine_tables)
+            return
         blocks, swaps = ri[:, L.BLOCKS], ri[:, L.N_SWAP]
         changed = np.flatnonzero((blocks != self.blocks) | (swaps != self.swaps))
         for i in changed:
@@ -57,6 +65,19 @@ class BlockTables:
             if not table:
                 del self.gpu[i]
         self.blocks[:] = blocks
+        self.swaps[:] = swaps
+
+    def _sync_ids(self, ri, cache, engine_tables) -> None:
+        swaps = ri[:, L.N_SWAP]
+        for i in np.flatnonzero(swaps > self.swaps):                # swapped out
+            held = self.gpu.pop(i, [])
+            self.host[i] = self._take(self.free_host, len(held))
+            cache.swap_out(held, self.host[i])
+        self.gpu = {int(i): engine_tables[ri[i, L.ROW], :ri[i, L.BLOCKS]].tolist()
+                    for i in np.flatnonzero(ri[:, L.ROW] >= 0)}
+        for i in [i for i in self.host if ri[i, L.HOST_BLOCKS] == 0]:  # swapped back in
+            cache.swap_in(self.host[i], self.gpu[i][:len(self.host[i])])
+            self.free_host.extend(self.host.pop(i))
         self.swaps[:] = swaps
 
 
@@ -86,24 +107,28 @@ class HILEngine:
                                   n_requests)
 
     def execute(self, st) -> float:
-        """Apply the plan's evictions and swaps to the KV pool, run the batch; seconds taken
-        (the step plus the KV swap copies)."""
+        """Apply the plan's evictions and swaps to the KV pool, run the batch just formed;
+        seconds taken (the step plus the KV swap copies)."""
         nb = int(st.s[L.S_BATCH])
         t0 = time.perf_counter()
-        self.tables.sync(st.ri, self.cache)
-        if len(self.tables.free) != st.s[L.S_FREE_BLOCKS]:
+        self.sync(st)
+        if not self.config.enable_prefix_caching and len(self.tables.free) != st.s[L.S_FREE_BLOCKS] + 1:
             raise RuntimeError("KV block tables out of step with the engine's accounting")
         swap_s = 0.0
         if st.s[L.S_SWAP_BLOCKS]:
             _synchronize(self.device)
             swap_s = time.perf_counter() - t0
-        reqs = [(int(i), int(st.ri[i, L.COMPUTED]), int(n), self.tables.gpu[i])
-                for i, n in zip(st.batch[0, :nb], st.batch[1, :nb])]
-        return self.executor.step(reqs) + swap_s
+        b = st.batch
+        reqs = [(int(i), int(c), int(n), self.tables.gpu[int(i)])
+                for i, n, c in zip(b[L.B_REQ, :nb], b[L.B_NEW, :nb], b[L.B_CONTEXT, :nb])]
+        return self.executor.step(reqs) + swap_s if nb else 0.0
 
-    def release(self, st) -> None:
-        """Free the blocks of requests that finished in the last step."""
-        self.tables.sync(st.ri, self.cache)
+    def sync(self, st) -> None:
+        """Bring the block tables in step with the engine (e.g. after the last step)."""
+        self.tables.sync(st.ri, self.cache,
+                         st.pool_tables if self.config.enable_prefix_caching else None)
+
+    release = sync
 
 
 def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str = "cpu",
@@ -129,19 +154,26 @@ def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str 
     log = []
     start = time.perf_counter()
     while True:
-        status = plan_step(st.rf, st.ri, st.hint, st.queues, st.batch, st.s, st.t, cfg_i, cfg_f,
-                           coef, run.params, st.pstate, np.inf)
+        status = begin_step(st.rf, st.ri, st.hint, st.queues, st.s, st.t, cfg_i, cfg_f,
+                            run.params, st.pstate, np.inf)
         if status == PLAN_AGAIN:
             continue
         if status == PLAN_DONE:
             break
-        if status != PLAN_READY:
-            raise RuntimeError(f"engine error {st.s[L.S_ERROR]} at t={st.t[L.T_NOW]:.3f}s")
-        batch_features(st.batch, int(st.s[L.S_BATCH]), x)
-        dt = engine.execute(st)
-        finish_step(st.rf, st.ri, st.target, st.hint, st.queues, st.batch, st.s, st.t, cfg_i,
-                    run.params, st.pstate, dt)
-        log.append((*x, dt))
+        if has_requests(st.s):
+            form_batch(st.rf, st.ri, st.target, st.queues, st.batch, st.s, cfg_i, cfg_f, coef,
+                       st.kv, st.t[L.T_NOW])
+            if st.s[L.S_ERROR]:
+                raise RuntimeError(f"engine error {st.s[L.S_ERROR]} at t={st.t[L.T_NOW]:.3f}s")
+            nb = int(st.s[L.S_BATCH])
+            batch_features(st.batch, nb, x)
+            dt = engine.execute(st)
+            if nb:
+                log.append((*x, dt))
+            if not enqueue_batch(st.s, st.t, cfg_i, dt):
+                continue
+        complete_batch(st.rf, st.ri, st.target, st.hint, st.queues, st.batches, st.s, st.t,
+                       cfg_i, run.params, st.pstate, st.kv)
     engine.release(st)
     report = run.report(time.perf_counter() - start)
     report.config.update(device=device, hil_model=spec.name)

@@ -1,0 +1,336 @@
+"""The GPU block pool: free-block accounting, and vLLM v1's automatic prefix caching.
+
+Without prefix caching (``cfg_i[C_PREFIX] == 0``) only counts matter: ``ri[i, BLOCKS]`` per
+request and ``s[S_FREE_BLOCKS]``. With it, blocks have identities, as in vLLM's ``BlockPool``
+(``vllm/v1/core/block_pool.py``) and ``KVCacheManager``:
+
+* ``kv = (blk, ht, tables, rows, key_off, keys)``. ``blk`` (``B + 2`` rows, ``K_*`` columns)
+  holds each block's reference count, its hash key, its links in the free queue (a doubly
+  linked list; rows ``B`` and ``B + 1`` are its head and tail sentinels) and its links among
+  the blocks that carry the same key. ``ht`` is an open-addressing hash table
+  ``key -> (first, last block with that key)``. ``tables[ri[i, ROW]]`` lists the blocks of
+  each request holding GPU blocks; ``rows`` is the stack of free table rows.
+* The key of a request's block ``k`` identifies its token prefix up to the end of that block:
+  ``keys[key_off[i] + k]`` (>= 0, from the workload; shared prefixes share keys) for the
+  blocks the workload describes, else ``-(i * 2**24 + k) - 1``, unique to the request.
+* Block 0 is vLLM's null block: ``num_gpu_blocks`` blocks hold ``num_gpu_blocks - 1``.
+* Allocation pops the head of the free queue and drops the key the block still carried
+  (evicting it from the cache); a block whose reference count falls to 0 goes to the tail of
+  the queue if it carries a key (reusable until the allocator reaches it: LRU), to the head
+  if not; a request's blocks are freed last-first. A full block gets its key once its tokens
+  are known and computed or scheduled (``cache_blocks``); a lookup walks a request's keys
+  from the first block and stops at the first miss, capped at ``num_tokens - 1`` tokens.
+"""
+import numpy as np
+from numba import njit
+
+from .layout import (BLOCKS, C_BLOCK_SIZE, C_GPU_BLOCKS, C_PREFIX, CACHED_BLOCKS, ROW,
+                     S_FREE_BLOCKS)
+
+K_REF = 0
+K_KEY = 1
+K_PREV = 2    # free queue
+K_NEXT = 3
+K_HPREV = 4   # blocks with the same key, in insertion order
+K_HNEXT = 5
+K_COLS = 6
+NO_KEY = np.iinfo(np.int64).min
+NONE = -1
+H_KEY = 0
+H_FIRST = 1
+H_LAST = 2
+IMPLICIT_SHIFT = 1 << 24  # block index bound of the implicit keys
+
+
+def new_pool(num_gpu_blocks: int, rows: int, max_blocks: int, key_off, keys, prefix: bool):
+    """The pool arrays ``kv`` for ``num_gpu_blocks`` blocks and ``rows`` block tables of
+    ``max_blocks`` entries (tiny placeholders when prefix caching is off)."""
+    if not prefix:
+        num_gpu_blocks, rows, max_blocks = 1, 1, 1
+    b = num_gpu_blocks
+    blk = np.full((b + 2, K_COLS), NONE, dtype=np.int64)
+    blk[:, K_REF] = 0
+    blk[:, K_KEY] = NO_KEY
+    order = np.concatenate(([b], np.arange(1, b), [b + 1]))  # head, blocks 1.., tail
+    blk[order[1:], K_PREV] = order[:-1]
+    blk[order[:-1], K_NEXT] = order[1:]
+    capacity = 1 << max(4, int(2 * b - 1).bit_length())
+    ht = np.full((capacity, 3), NONE, dtype=np.int64)
+    ht[:, H_KEY] = NO_KEY
+    stack = np.zeros(rows + 1, dtype=np.int64)
+    stack[0] = rows
+    stack[1:] = np.arange(rows)[::-1]
+    tables = np.zeros((rows, max(max_blocks, 1)), dtype=np.int32)
+    return (blk, ht, tables, stack, np.ascontiguousarray(key_off, dtype=np.int64),
+            np.ascontiguousarray(keys, dtype=np.int64))
+
+
+@njit(cache=True, inline="always")
+def key_of(kv, i, k):
+    key_off, keys = kv[4], kv[5]
+    j = key_off[i] + k
+    if j < key_off[i + 1]:
+        return keys[j]
+    return -(i * IMPLICIT_SHIFT + k) - 1
+
+
+@njit(cache=True, inline="always")
+def _slot(ht, key):
+    x = key ^ (key >> 31)
+    x *= -7046029254386353131
+    x ^= x >> 29
+    return x & (ht.shape[0] - 1)
+
+
+@njit(cache=True)
+def ht_find(ht, key):
+    """Table slot of ``key``, or -1."""
+    mask = ht.shape[0] - 1
+    p = _slot(ht, key)
+    while ht[p, H_KEY] != NO_KEY:
+        if ht[p, H_KEY] == key:
+            return p
+        p = (p + 1) & mask
+    return NONE
+
+
+@njit(cache=True)
+def _ht_delete(ht, p):
+    """Remove slot ``p`` (linear probing, backward-shift deletion)."""
+    mask = ht.shape[0] - 1
+    q = p
+    while True:
+        q = (q + 1) & mask
+        if ht[q, H_KEY] == NO_KEY:
+            break
+        home = _slot(ht, ht[q, H_KEY])
+        if (q - home) & mask >= (q - p) & mask:  # q may move into the hole at p
+            ht[p] = ht[q]
+            p = q
+    ht[p, H_KEY] = NO_KEY
+    ht[p, H_FIRST] = NONE
+    ht[p, H_LAST] = NONE
+
+
+@njit(cache=True)
+def give_key(kv, b, key):
+    """Register block ``b`` under ``key`` (after the blocks already there)."""
+    blk, ht = kv[0], kv[1]
+    blk[b, K_KEY] = key
+    p = ht_find(ht, key)
+    if p < 0:
+        mask = ht.shape[0] - 1
+        p = _slot(ht, key)
+        while ht[p, H_KEY] != NO_KEY:
+            p = (p + 1) & mask
+        ht[p, H_KEY] = key
+        ht[p, H_FIRST] = b
+        ht[p, H_LAST] = b
+        blk[b, K_HPREV] = NONE
+        blk[b, K_HNEXT] = NONE
+        return
+    last = ht[p, H_LAST]
+    blk[last, K_HNEXT] = b
+    blk[b, K_HPREV] = last
+    blk[b, K_HNEXT] = NONE
+    ht[p, H_LAST] = b
+
+
+@njit(cache=True)
+def drop_key(kv, b):
+    """Evict block ``b`` from the cache (it keeps no key)."""
+    blk, ht = kv[0], kv[1]
+    key = blk[b, K_KEY]
+    if key == NO_KEY:
+        return
+    p = ht_find(ht, key)
+    prev, nxt = blk[b, K_HPREV], blk[b, K_HNEXT]
+    if prev >= 0:
+        blk[prev, K_HNEXT] = nxt
+    else:
+        ht[p, H_FIRST] = nxt
+    if nxt >= 0:
+        blk[nxt, K_HPREV] = prev
+    else:
+        ht[p, H_LAST] = prev
+    if ht[p, H_FIRST] < 0:
+        _ht_delete(ht, p)
+    blk[b, K_KEY] = NO_KEY
+
+
+@njit(cache=True, inline="always")
+def _unlink(blk, b):
+    prev, nxt = blk[b, K_PREV], blk[b, K_NEXT]
+    blk[prev, K_NEXT] = nxt
+    blk[nxt, K_PREV] = prev
+
+
+@njit(cache=True, inline="always")
+def _link_after(blk, a, b):
+    nxt = blk[a, K_NEXT]
+    blk[a, K_NEXT] = b
+    blk[b, K_PREV] = a
+    blk[b, K_NEXT] = nxt
+    blk[nxt, K_PREV] = b
+
+
+@njit(cache=True, inline="always")
+def _row(kv, ri, i):
+    if ri[i, ROW] < 0:
+        rows = kv[3]
+        rows[0] -= 1
+        ri[i, ROW] = rows[rows[0] + 1]
+    return ri[i, ROW]
+
+
+@njit(cache=True)
+def lookup(kv, ri, i, num_tokens, bs):
+    """Longest cached prefix of request ``i`` (at most ``num_tokens - 1`` tokens): the hit
+    blocks and how many of them sit in the free queue (taking them shrinks the free pool)."""
+    blk, ht = kv[0], kv[1]
+    hits = 0
+    evictable = 0
+    limit = (num_tokens - 1) // bs
+    while hits < limit:
+        p = ht_find(ht, key_of(kv, i, hits))
+        if p < 0:
+            break
+        if blk[ht[p, H_FIRST], K_REF] == 0:
+            evictable += 1
+        hits += 1
+    return hits, evictable
+
+
+@njit(cache=True)
+def take_hits(kv, ri, s, i, hits):
+    """Give request ``i`` (holding no blocks) its first ``hits`` cached blocks."""
+    blk, ht, tables = kv[0], kv[1], kv[2]
+    row = _row(kv, ri, i)
+    for k in range(hits):
+        b = ht[ht_find(ht, key_of(kv, i, k)), H_FIRST]
+        if blk[b, K_REF] == 0:
+            _unlink(blk, b)
+            s[S_FREE_BLOCKS] -= 1
+        blk[b, K_REF] += 1
+        tables[row, k] = b
+    ri[i, BLOCKS] = hits
+    ri[i, CACHED_BLOCKS] = hits
+
+
+@njit(cache=True, inline="always")
+def grow(kv, ri, s, cfg_i, i, count):
+    """Give request ``i`` ``count`` more blocks from the head of the free queue."""
+    if count <= 0:
+        return
+    if cfg_i[C_PREFIX] == 0:
+        ri[i, BLOCKS] += count
+        s[S_FREE_BLOCKS] -= count
+        return
+    blk, tables = kv[0], kv[2]
+    head = cfg_i[C_GPU_BLOCKS]
+    row = _row(kv, ri, i)
+    for c in range(count):
+        b = blk[head, K_NEXT]
+        _unlink(blk, b)
+        drop_key(kv, b)
+        blk[b, K_REF] = 1
+        tables[row, ri[i, BLOCKS]] = b
+        ri[i, BLOCKS] += 1
+    s[S_FREE_BLOCKS] -= count
+
+
+@njit(cache=True, inline="always")
+def cache_blocks(kv, ri, cfg_i, i, tokens):
+    """Register the full blocks of request ``i`` within its first ``tokens`` tokens."""
+    if cfg_i[C_PREFIX] == 0:
+        return
+    full = tokens // cfg_i[C_BLOCK_SIZE]
+    k = ri[i, CACHED_BLOCKS]
+    if k >= full:
+        return
+    tables = kv[2]
+    row = ri[i, ROW]
+    while k < full:
+        give_key(kv, tables[row, k], key_of(kv, i, k))
+        k += 1
+    ri[i, CACHED_BLOCKS] = full
+
+
+@njit(cache=True)
+def release(kv, ri, s, cfg_i, i):
+    """Free all GPU blocks of request ``i``, its last block first."""
+    held = ri[i, BLOCKS]
+    ri[i, BLOCKS] = 0
+    if cfg_i[C_PREFIX] == 0:
+        s[S_FREE_BLOCKS] += held
+        return
+    if ri[i, ROW] < 0:
+        return
+    blk, tables, rows = kv[0], kv[2], kv[3]
+    head = cfg_i[C_GPU_BLOCKS]
+    tail = head + 1
+    row = ri[i, ROW]
+    cursor = head
+    for k in range(held - 1, -1, -1):
+        b = tables[row, k]
+        blk[b, K_REF] -= 1
+        if blk[b, K_REF] == 0:
+            s[S_FREE_BLOCKS] += 1
+            if blk[b, K_KEY] == NO_KEY:
+                _link_after(blk, cursor, b)  # never hit again: reused first
+                cursor = b
+            else:
+                _link_after(blk, blk[tail, K_PREV], b)
+    rows[rows[0] + 1] = row
+    rows[0] += 1
+    ri[i, ROW] = NONE
+    ri[i, CACHED_BLOCKS] = 0
+
+
+@njit(cache=True)
+def exclusive_blocks(kv, ri, cfg_i, i):
+    """Blocks that evicting request ``i`` would return to the free pool."""
+    if cfg_i[C_PREFIX] == 0 or ri[i, ROW] < 0:
+        return ri[i, BLOCKS]
+    blk, tables = kv[0], kv[2]
+    row = ri[i, ROW]
+    n = 0
+    for k in range(ri[i, BLOCKS]):
+        if blk[tables[row, k], K_REF] == 1:
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def pool_consistent(kv, ri, s, cfg_i):
+    """Every block's reference count equals the tables that hold it; the free queue holds
+    exactly the unreferenced blocks, ``s[S_FREE_BLOCKS]`` of them; keys and map agree."""
+    b_total = cfg_i[C_GPU_BLOCKS]
+    if cfg_i[C_PREFIX] == 0:
+        return ri[:, BLOCKS].sum() + s[S_FREE_BLOCKS] == b_total - 1 and s[S_FREE_BLOCKS] >= 0
+    blk, ht, tables = kv[0], kv[1], kv[2]
+    refs = np.zeros(b_total, dtype=np.int64)
+    for i in range(ri.shape[0]):
+        if ri[i, ROW] >= 0:
+            for k in range(ri[i, BLOCKS]):
+                refs[tables[ri[i, ROW], k]] += 1
+        elif ri[i, BLOCKS] != 0:
+            return False
+    if refs[0] != 0:
+        return False
+    free = 0
+    b = blk[b_total, K_NEXT]
+    while b != b_total + 1:
+        if refs[b] != 0:
+            return False
+        free += 1
+        b = blk[b, K_NEXT]
+    if free != s[S_FREE_BLOCKS] or free + (refs[1:] > 0).sum() != b_total - 1:
+        return False
+    for b in range(1, b_total):
+        if blk[b, K_REF] != refs[b]:
+            return False
+        key = blk[b, K_KEY]
+        if key != NO_KEY and ht_find(ht, key) < 0:
+            return False
+    return True
