@@ -25,7 +25,8 @@ import numpy as np
 from ..data import data_path
 from .core import Workload, WorkloadError, parse_options
 from .csv_loader import load_csv
-from .synthetic import ARRIVAL_PROCESSES, PRESETS, arrival_params, arrival_times, preset
+from .arrivals import ARRIVAL_PROCESSES, arrival_params, arrival_times
+from .synthetic import PRESETS, preset
 
 AZURE_COLUMNS = {"arrival": "TIMESTAMP", "prompt": "ContextTokens", "output": "GeneratedTokens"}
 TRACES: dict[str, dict[str, str]] = {"azure-conv": AZURE_COLUMNS, "azure-code": AZURE_COLUMNS}
