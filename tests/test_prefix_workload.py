@@ -1,5 +1,5 @@
-"""Prefix content: Workload fields, JSONL and CSV loading, engine block keys, hit ceiling
-and the Mooncake traces."""
+"""Prefix content: Workload fields, JSONL and CSV loading, engine block keys, hit ceiling,
+the shared-prefix generator and the Mooncake traces."""
 
 import json
 import time
@@ -20,6 +20,7 @@ from tailgym.workload import (
     load_workload,
     preset,
 )
+from tailgym.workload.synthetic import CHAT_OUTPUT, TURN_PROMPT, Prefixes, session_requests
 
 
 def prefixed(ids, hashed, prompt=None, output=None, block=512, arrival=None):
@@ -309,7 +310,7 @@ def _brute_ceiling(w, bs):
     return hit / w.prompt_tokens.sum()
 
 
-@pytest.mark.parametrize("spec", ["mooncake-conv:n=1500", "mooncake-synthetic:start=2000,n=800"])
+@pytest.mark.parametrize("spec", ["mooncake-conv:n=1500", "mooncake-synthetic:start=2000,n=800", "multiturn:n=400"])
 def test_hit_ceiling_matches_key_by_key_count(spec):
     w = load_workload(spec)
     for bs in (16, 48, 700):
@@ -361,3 +362,85 @@ def test_engine_block_keys_speed_on_full_conversation_trace():
     elapsed = time.perf_counter() - start
     assert offsets[-1] == len(keys) == (w.prompt_tokens // 16).sum() > 9_000_000
     assert elapsed < 1.0
+
+
+# ---------------------------------------------------------------- generator
+
+
+def sessions(n=600, seed=3, **knobs):
+    p = Prefixes(**({"groups": 2, "system_tokens": 100, "turns": 5.0} | knobs))
+    fields, session = session_requests(n, 2.0, TURN_PROMPT, CHAT_OUTPUT, "poisson", seed, p, {})
+    return Workload(**fields), session, p
+
+
+@pytest.mark.parametrize("knobs", [{}, {"think_s": 0.0, "tpot_s": 0.0}, {"hash_block": 7, "max_context": 3000}])
+def test_turn_k_shares_exactly_the_previous_prompt_and_output(knobs):
+    w, session, p = sessions(**knobs)
+    prev = {}
+    pairs = 0
+    keys = {bs: keys_of(w, bs) for bs in (16, 24, 32)}
+    for i, s in enumerate(session.tolist()):
+        if s in prev:
+            r = prev[s]
+            shared = w.prompt_tokens[r] + w.output_tokens[r]
+            assert w.prompt_tokens[i] > shared  # previous prompt + output + new user tokens
+            assert w.arrival_s[i] >= w.arrival_s[r] + p.tpot_s * w.output_tokens[r]
+            for bs, k in keys.items():
+                assert common(k[i], k[r]) == len(k[r]) == shared // bs
+            pairs += 1
+        else:
+            assert w.prompt_tokens[i] > p.system_tokens
+        prev[s] = i
+    assert pairs > len(w) // 2
+
+
+def test_turns_respect_max_context_and_sessions_are_disjoint():
+    w, session, p = sessions(groups=0, system_tokens=0, turns=8.0, max_context=2000)
+    first = np.zeros(len(w), dtype=bool)
+    first[np.unique(session, return_index=True)[1]] = True
+    assert (w.prompt_tokens + w.output_tokens <= 2000)[~first].all() and (~first).sum() > len(w) // 2
+    k = keys_of(w, 16)
+    starts = np.flatnonzero(first)[:60]
+    assert all(common(k[i], k[r]) == 0 for i in starts for r in starts if r < i)  # no system prompt
+
+
+def test_system_prompt_groups_share_exactly_the_system_blocks():
+    w = preset("chat-prefix", n=300)
+    first = w.hash_ids[w.hash_offsets[:-1]]  # group g's block 0 has id g * 64
+    assert set(first.tolist()) <= {g * 64 for g in range(8)} and len(set(first.tolist())) > 3
+    assert np.bincount(first // 64)[0] > np.bincount(first // 64, minlength=8)[7]  # Zipf: group 0 is the most common
+    for bs in (16, 32, 64):
+        k = keys_of(w, bs)
+        for i in range(40):
+            for r in range(i):
+                assert common(k[i], k[r]) == (1024 // bs if first[i] == first[r] else 0)
+    chat = preset("chat", n=300)
+    assert (w.arrival_s == chat.arrival_s).all() and (w.prompt_tokens == chat.prompt_tokens + 1024).all()
+    assert (w.output_tokens == chat.output_tokens).all()
+
+
+def test_presets_deterministic_to_the_byte():
+    for name in ("chat-prefix", "multiturn"):
+        a, b, c = preset(name, seed=11), preset(name, seed=11), preset(name, seed=12)
+        for f in ("arrival_s", "prompt_tokens", "output_tokens", "hash_ids", "hash_offsets", "hashed_tokens"):
+            assert getattr(a, f).tobytes() == getattr(b, f).tobytes()
+        assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    m = preset("multiturn")
+    assert len(m) == 2000 and m.mean_rate == pytest.approx(2.0, rel=0.15)
+    assert (m.hashed_tokens == m.prompt_tokens + m.output_tokens).all() and m.hash_block_tokens == 16
+
+
+def test_prefix_knobs_in_specs():
+    assert load_workload("multiturn:turns=6,think_s=5,n=300", seed=2).fingerprint() == \
+        preset("multiturn", turns=6, think_s=5, n=300, seed=2).fingerprint()
+    w = load_workload("chat:groups=3,system_tokens=256,n=50")
+    assert w.has_prefix and (w.prompt_tokens == preset("chat", n=50).prompt_tokens + 256).all()
+    assert not load_workload("chat:n=50").has_prefix
+    for spec, words in [("chat:groups=2", ["groups", "system_tokens", "both"]),
+                        ("multiturn:turns=0.5", ["turns", ">= 1"]),
+                        ("multiturn:think_s=-1", ["think_s", ">= 0"]),
+                        ("multiturn:turns=many", ["turns", "float"]),
+                        ("mooncake-conv:turns=2", ["unknown", "turns", "start"])]:
+        with pytest.raises(WorkloadError) as err:
+            load_workload(spec)
+        assert all(word in str(err.value) for word in words), str(err.value)

@@ -7,7 +7,7 @@ from .csv_loader import load_csv, parse_columns
 from .jsonl_loader import load_jsonl
 from .prefix import engine_block_keys, hit_ceiling
 from .resolve import TRACES, load_workload
-from .synthetic import PRESETS, LengthDist, LogNormal, Mixture, Pareto, Resample, Uniform, preset, synthetic
+from .synthetic import PRESETS, LengthDist, LogNormal, Mixture, Pareto, Prefixes, Resample, Uniform, preset, synthetic
 
 __all__ = [
     "ARRIVAL_PROCESSES",
@@ -17,6 +17,7 @@ __all__ = [
     "LogNormal",
     "Mixture",
     "Pareto",
+    "Prefixes",
     "Resample",
     "Uniform",
     "UnsortedArrivalsWarning",

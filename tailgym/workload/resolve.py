@@ -12,7 +12,9 @@ Spec forms accepted by :func:`load_workload`:
   order and the trace's mean rate (or ``rate``); ``rate`` alone rescales the trace's
   own arrival times to that mean rate. E.g. ``azure-conv:arrival=gamma,cv=3``;
 - ``default`` (= ``chat``) or a preset name, optionally with ``:key=value,...`` overrides;
-- ``synthetic:preset=chat,n=5000,arrival=gamma,cv=3,rate=4,seed=1``;
+- ``synthetic:preset=chat,n=5000,arrival=gamma,cv=3,rate=4,seed=1``; the shared-prefix
+  knobs of :func:`~tailgym.workload.synthetic.synthetic` apply to any preset, e.g.
+  ``chat:groups=4,system_tokens=2048`` or ``multiturn:turns=8,think_s=10``;
 - a path ending in ``.jsonl``, read by :func:`load_jsonl`;
 - a path to a CSV file (an existing file, or one ending in ``.csv``), read by :func:`load_csv`.
 """
@@ -31,7 +33,7 @@ from .core import Workload, WorkloadError, parse_options
 from .csv_loader import load_csv
 from .jsonl_loader import load_jsonl
 from .arrivals import ARRIVAL_PROCESSES, arrival_params, arrival_times
-from .synthetic import PRESETS, preset
+from .synthetic import PREFIX_PARAMS, PRESETS, preset
 
 AZURE_COLUMNS = {"arrival": "TIMESTAMP", "prompt": "ContextTokens", "output": "GeneratedTokens"}
 _azure = functools.partial(load_csv, columns=AZURE_COLUMNS)
@@ -41,9 +43,11 @@ TRACES: dict[str, Callable[..., Workload]] = {
 }
 
 _PROCESS_KEYS = tuple(dict.fromkeys(k for p in ARRIVAL_PROCESSES for k in arrival_params(p)))
-_TYPES = {"n": int, "start": int, "seed": int, "arrival": str, "preset": str} | dict.fromkeys(("rate", *_PROCESS_KEYS), float)
-PRESET_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
-OPTION_KEYS = ("start", *PRESET_KEYS)
+_TYPES = ({"n": int, "start": int, "seed": int, "arrival": str, "preset": str}
+          | dict.fromkeys(("rate", *_PROCESS_KEYS), float) | PREFIX_PARAMS)
+_DRAW_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
+PRESET_KEYS = (*_DRAW_KEYS, *PREFIX_PARAMS)
+OPTION_KEYS = ("start", *_DRAW_KEYS)
 SYNTHETIC_KEYS = ("preset", *PRESET_KEYS)
 
 
