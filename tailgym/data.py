@@ -45,6 +45,10 @@ _AZURE = (
     "Patel et al., 'Splitwise: Efficient generative LLM inference using phase splitting', ISCA 2024."
 )
 _VIDUR = "microsoft/vidur profiling data, MIT license, (c) Microsoft."
+_MOONCAKE = (
+    "Mooncake FAST'25 traces (kvcache-ai/Mooncake), Apache-2.0. Qin et al., 'Mooncake: Trading More "
+    "Storage for Less Computation - A KVCache-centric Architecture for Serving LLM Chatbot', FAST 2025."
+)
 _GH = "https://raw.githubusercontent.com"
 
 DATASETS: dict[str, DataSet] = {
@@ -63,6 +67,20 @@ DATASETS: dict[str, DataSet] = {
             f"{_GH}/Azure/AzurePublicDataset/master/data/AzureLLMInferenceTrace_code.csv",
             "54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
             _AZURE,
+        ),
+        DataSet(
+            "mooncake-conv",
+            "traces/mooncake_conversation_trace.jsonl",
+            f"{_GH}/kvcache-ai/Mooncake/main/FAST25-release/traces/conversation_trace.jsonl",
+            "b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df",
+            _MOONCAKE,
+        ),
+        DataSet(
+            "mooncake-synthetic",
+            "traces/mooncake_synthetic_trace.jsonl",
+            f"{_GH}/kvcache-ai/Mooncake/main/FAST25-release/traces/synthetic_trace.jsonl",
+            "bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131",
+            _MOONCAKE,
         ),
         DataSet(
             "splitwise-perf-model",

@@ -63,7 +63,8 @@ def served_conv(monkeypatch, server):
 
 def test_registry_names_and_hashes():
     assert set(DATASETS) == {
-        "azure-conv", "azure-code", "splitwise-perf-model", "vidur-h100-llama2-7b-mlp", "vidur-a100-llama3-8b-mlp"
+        "azure-conv", "azure-code", "mooncake-conv", "mooncake-synthetic", "splitwise-perf-model",
+        "vidur-h100-llama2-7b-mlp", "vidur-a100-llama3-8b-mlp"
     }
     for name, ds in DATASETS.items():
         assert ds.name == name and ds.url.startswith("https://") and len(ds.sha256) == 64 and ds.attribution
@@ -124,6 +125,19 @@ def test_data_dir_lookup_order_and_trust(monkeypatch, tmp_path, served_conv, ser
     assert data_path("azure-conv") == env_dir / served_conv.relpath
     assert data_path("azure-conv", data_dir=arg_dir) == arg_dir / served_conv.relpath
     assert server.hits == []
+
+
+def test_mooncake_download_and_load(monkeypatch, server, tmp_path):
+    """A named JSONL trace downloads into the cache once, then loads by name."""
+    from tailgym.workload import load_workload
+    line = b'{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [7, 8]}\n'
+    (tmp_path / "srv" / "conv.jsonl").write_bytes(line * 3)
+    ds = dataclasses.replace(DATASETS["mooncake-conv"], url=f"{server.url}/conv.jsonl",
+                             sha256=hashlib.sha256(line * 3).hexdigest())
+    monkeypatch.setitem(DATASETS, "mooncake-conv", ds)
+    w = load_workload("mooncake-conv:n=2")
+    assert len(w) == 2 and w.hash_ids.tolist() == [7, 8, 7, 8] and server.hits == ["/conv.jsonl"]
+    assert data_path("mooncake-conv", download=False) == tmp_path / "cache" / ds.relpath
 
 
 def test_missing_without_download_explains(tmp_path):

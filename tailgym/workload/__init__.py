@@ -1,24 +1,13 @@
-"""Request workloads: the Workload container, CSV traces, synthetic generators, specs."""
+"""Request workloads: the Workload container, CSV and JSONL traces, synthetic generators,
+specs, and prefix content (engine block keys, the cache-hit ceiling)."""
 
+from .arrivals import ARRIVAL_PROCESSES, arrival_times, bursty_arrivals, gamma_arrivals, poisson_arrivals
 from .core import UnsortedArrivalsWarning, Workload, WorkloadError
 from .csv_loader import load_csv, parse_columns
+from .jsonl_loader import load_jsonl
+from .prefix import engine_block_keys, hit_ceiling
 from .resolve import TRACES, load_workload
-from .synthetic import (
-    ARRIVAL_PROCESSES,
-    PRESETS,
-    LengthDist,
-    LogNormal,
-    Mixture,
-    Pareto,
-    Resample,
-    Uniform,
-    arrival_times,
-    bursty_arrivals,
-    gamma_arrivals,
-    poisson_arrivals,
-    preset,
-    synthetic,
-)
+from .synthetic import PRESETS, LengthDist, LogNormal, Mixture, Pareto, Prefixes, Resample, Uniform, preset, synthetic
 
 __all__ = [
     "ARRIVAL_PROCESSES",
@@ -28,6 +17,7 @@ __all__ = [
     "LogNormal",
     "Mixture",
     "Pareto",
+    "Prefixes",
     "Resample",
     "Uniform",
     "UnsortedArrivalsWarning",
@@ -35,8 +25,11 @@ __all__ = [
     "WorkloadError",
     "arrival_times",
     "bursty_arrivals",
+    "engine_block_keys",
     "gamma_arrivals",
+    "hit_ceiling",
     "load_csv",
+    "load_jsonl",
     "load_workload",
     "parse_columns",
     "poisson_arrivals",

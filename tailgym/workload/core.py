@@ -46,9 +46,63 @@ def _int_array(name: str, values) -> np.ndarray:
     return np.array(a, dtype=np.int64)
 
 
+def is_count(value) -> bool:
+    """Whether ``value`` is an integer >= 1 (a bool is not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def ragged_take(offsets: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``idx`` of the ragged array (``values[offsets[i]:offsets[i+1]]`` is row i):
+    the new ``(offsets, values)``."""
+    starts, lens = offsets[idx], np.diff(offsets)[idx]
+    new = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lens, out=new[1:])
+    return new, values[np.repeat(starts - new[:-1], lens) + np.arange(new[-1])]
+
+
 def _stats(x: np.ndarray) -> dict[str, float]:
     p50, p99 = np.percentile(x, [50, 99])
     return {"mean": float(x.mean()), "p50": float(p50), "p99": float(p99), "max": int(x.max())}
+
+
+PREFIX_FIELDS = ("hash_ids", "hash_offsets", "hash_block_tokens", "hashed_tokens")
+
+
+def _prefix_fields(w: Workload, n: int) -> dict:
+    """The coerced prefix-content fields of ``w`` (empty if it has none); checks their shapes."""
+    given = [k for k in PREFIX_FIELDS if getattr(w, k) is not None]
+    if not given:
+        return {}
+    if missing := [k for k in PREFIX_FIELDS if k not in given]:
+        raise WorkloadError(f"{w.name}: prefix content needs {', '.join(PREFIX_FIELDS)} together; "
+                            f"missing {', '.join(missing)}")
+    block = w.hash_block_tokens
+    if not is_count(block):
+        raise WorkloadError(f"{w.name}: hash_block_tokens must be an integer >= 1, got {block!r}")
+    out = {k: _int_array(k, getattr(w, k)) for k in ("hash_ids", "hash_offsets", "hashed_tokens")}
+    for key, shape in (("hash_ids", (out["hash_ids"].size,)), ("hash_offsets", (n + 1,)), ("hashed_tokens", (n,))):
+        if out[key].shape != shape:
+            raise WorkloadError(f"{w.name}: {key} has shape {out[key].shape}; expected {shape}")
+    off = out["hash_offsets"]
+    if off[0] != 0 or off[-1] != len(out["hash_ids"]) or (np.diff(off) < 0).any():
+        raise WorkloadError(f"{w.name}: hash_offsets must rise from 0 to len(hash_ids) = "
+                            f"{len(out['hash_ids'])}, got {off[0]}..{off[-1]}")
+    return out | {"hash_block_tokens": int(block)}
+
+
+def hash_span_problem(n_ids: np.ndarray, hashed: np.ndarray, block: int, tokens: np.ndarray,
+                      hashed_name: str = "hashed_tokens") -> tuple[int, str] | None:
+    """The first request whose ``hashed`` token count does not fit its ``n_ids`` ids of
+    ``block`` tokens or exceeds its ``tokens`` (prompt + output), with the problem; else None."""
+    low = np.where(n_ids > 0, (n_ids - 1) * block + 1, 0)
+    if (bad := np.flatnonzero((hashed < low) | (hashed > n_ids * block))).size:
+        i = int(bad[0])
+        return i, (f"{hashed_name} {hashed[i]} does not fit {n_ids[i]} hash ids of {block} tokens "
+                   f"(needs {low[i]}..{n_ids[i] * block})")
+    if (bad := np.flatnonzero(hashed > tokens)).size:
+        i = int(bad[0])
+        return i, f"{hashed_name} {hashed[i]} exceeds prompt + output tokens {tokens[i]}"
+    return None
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -57,6 +111,13 @@ class Workload:
 
     ``labels`` optionally hold a class index per request into ``label_names``;
     ``source_rows`` the 1-based source-file line of each request, used in messages.
+
+    Optional prefix content (all four given, or none): request i's content ids are
+    ``hash_ids[hash_offsets[i]:hash_offsets[i + 1]]``, one per ``hash_block_tokens``
+    tokens of its token sequence (prompt, then output; the last block may be partial),
+    and they describe its first ``hashed_tokens[i]`` tokens. Equal ids at the same
+    position after equal ids mean equal tokens (a shorter block is a prefix of a
+    longer one with the same id); see :mod:`tailgym.workload.prefix`.
     Arrays are coerced to their dtypes, validated and made read-only.
     """
 
@@ -67,6 +128,10 @@ class Workload:
     labels: np.ndarray | None = None
     label_names: tuple[str, ...] = ()
     source_rows: np.ndarray | None = None
+    hash_ids: np.ndarray | None = None
+    hash_offsets: np.ndarray | None = None
+    hash_block_tokens: int | None = None
+    hashed_tokens: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         fields = {
@@ -84,8 +149,9 @@ class Workload:
                 raise WorkloadError(f"{key} has shape {a.shape}; expected ({n},) like arrival_s")
         if n == 0:
             raise WorkloadError("a workload needs at least one request")
-        for key, a in fields.items():
-            object.__setattr__(self, key, _frozen(a))
+        prefix = _prefix_fields(self, n)
+        for key, a in (fields | prefix).items():
+            object.__setattr__(self, key, _frozen(a) if isinstance(a, np.ndarray) else a)
         object.__setattr__(self, "label_names", tuple(self.label_names))
         self._validate()
 
@@ -112,12 +178,21 @@ class Workload:
                 raise WorkloadError(
                     f"{self.name}: labels span {lo}..{hi} but there are {len(self.label_names)} label_names"
                 )
+        if self.has_prefix and (problem := hash_span_problem(
+                np.diff(self.hash_offsets), self.hashed_tokens, self.hash_block_tokens,
+                self.prompt_tokens + self.output_tokens)):
+            raise WorkloadError(f"{self._where(problem[0])}: {problem[1]}")
 
     def __len__(self) -> int:
         return len(self.arrival_s)
 
     def __repr__(self) -> str:
         return f"Workload(name={self.name!r}, n={len(self)}, duration_s={self.duration_s:.6g})"
+
+    @property
+    def has_prefix(self) -> bool:
+        """Whether the requests carry prefix content (:data:`PREFIX_FIELDS`)."""
+        return self.hash_ids is not None
 
     @property
     def duration_s(self) -> float:
@@ -157,16 +232,24 @@ class Workload:
         if n < 1 or start < 0 or start >= len(self):
             raise WorkloadError(f"{self.name}: window needs n >= 1 and 0 <= start < {len(self)}, "
                                 f"got start={start}, n={n}")
-        arrays = ("arrival_s", "prompt_tokens", "output_tokens", "labels", "source_rows")
-        cut = {f: getattr(self, f)[start:start + n] for f in arrays if getattr(self, f) is not None}
-        cut["arrival_s"] = cut["arrival_s"] - cut["arrival_s"][0]
+        w = self.take(np.arange(start, min(start + n, len(self))))
+        return w.with_arrivals(w.arrival_s - w.arrival_s[0])
+
+    def take(self, idx: np.ndarray) -> Workload:
+        """Requests ``idx`` (an index array; must keep arrivals sorted) with all their data."""
+        arrays = ("arrival_s", "prompt_tokens", "output_tokens", "labels", "source_rows", "hashed_tokens")
+        cut = {f: getattr(self, f)[idx] for f in arrays if getattr(self, f) is not None}
+        if self.has_prefix:
+            cut["hash_offsets"], cut["hash_ids"] = ragged_take(self.hash_offsets, self.hash_ids, idx)
         return dataclasses.replace(self, **cut)
 
     def fingerprint(self) -> str:
-        """sha256 hex digest of the arrival, token and label data (for caches)."""
+        """sha256 hex digest of the arrival, token, label and prefix data (for caches)."""
         names = self.label_names if self.labels is not None else None
-        h = hashlib.sha256(f"n={len(self)};labels={names}".encode())
-        for a in (self.arrival_s, self.prompt_tokens, self.output_tokens, self.labels):
+        block = f";hash_block={self.hash_block_tokens}" if self.has_prefix else ""
+        h = hashlib.sha256(f"n={len(self)};labels={names}{block}".encode())
+        for a in (self.arrival_s, self.prompt_tokens, self.output_tokens, self.labels,
+                  self.hash_ids, self.hash_offsets, self.hashed_tokens):
             if a is not None:
                 h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
@@ -188,4 +271,11 @@ class Workload:
         if self.labels is not None:
             counts = np.bincount(self.labels, minlength=len(self.label_names))
             out["labels"] = {k: int(c) for k, c in zip(self.label_names, counts)}
+        if self.has_prefix:
+            from .prefix import content_chain  # prefix.py needs Workload for typing only
+
+            refs = len(self.hash_ids)
+            unique = len(np.unique(content_chain(self))) if refs else 0
+            out["prefix"] = {"hash_block_tokens": self.hash_block_tokens, "block_refs": refs,
+                             "repeat_share": 1 - unique / refs if refs else 0.0}
         return out

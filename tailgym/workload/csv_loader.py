@@ -6,16 +6,19 @@ import csv
 import math
 import os
 import re
-import warnings
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from .core import UnsortedArrivalsWarning, Workload, WorkloadError, parse_options
+from .core import Workload, WorkloadError, parse_options
+from .rows import Where, build, int64_ids, parse_count
 
-DEFAULT_COLUMNS = {"arrival": "arrival_s", "prompt": "prompt_tokens", "output": "output_tokens", "label": "label"}
-_KEYS = tuple(DEFAULT_COLUMNS)
+DEFAULT_COLUMNS = {"arrival": "arrival_s", "prompt": "prompt_tokens", "output": "output_tokens", "label": "label",
+                   "hash": "hash_ids", "hashed": "hashed_tokens"}
+_OPTIONAL = ("label", "hash", "hashed")  # columns that may be absent under their default names
+DEFAULT_HASH_BLOCK = 512  # tokens per content id, as in the Mooncake traces
+_KEYS = (*DEFAULT_COLUMNS, "hash_block")
 _NS_PER_DAY = 86_400 * 10**9
 _EPOCH = date(1970, 1, 1).toordinal()
 # YYYY-MM-DD[ T]HH:MM:SS[.f{1,9}]
@@ -24,41 +27,25 @@ _BAD_TIME = "unparsable time (expected seconds or YYYY-MM-DD HH:MM:SS[.fraction]
 
 
 def parse_columns(text: str) -> dict[str, str]:
-    """Parse ``"arrival=TIMESTAMP,prompt=ContextTokens,output=GeneratedTokens[,label=X]"``."""
+    """Parse ``"arrival=TIMESTAMP,prompt=ContextTokens,output=GeneratedTokens[,label=X]"``
+    (also ``hash=``, ``hashed=`` and ``hash_block=<tokens>``, see :func:`load_csv`)."""
     return parse_options(text, _KEYS, "column mapping")
 
 
-class _Where:
-    """Formats errors as ``file:line: column 'h': problem (value 'v')``."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def error(self, line: int, problem: str, column: str | None = None, value: str | None = None) -> WorkloadError:
-        col = f" column {column!r}:" if column is not None else ""
-        val = f" (value {value!r})" if value is not None else ""
-        return WorkloadError(f"{self.path}:{line}:{col} {problem}{val}")
-
-
-def _parse_count(s: str) -> int:
-    """A token count >= 1 written as an integer (``"12"`` or ``"12.0"``); raises ValueError."""
+def _hash_ids(s: str) -> list[int]:
+    """Space-separated integer content ids (an empty cell is no ids); raises ValueError."""
     try:
-        k = int(s)
+        ids = [int(x) for x in s.split()]
     except ValueError:
-        try:
-            x = float(s)
-        except ValueError:
-            raise ValueError("not a number") from None
-        if not math.isfinite(x):
-            raise ValueError("not finite") from None
-        if not x.is_integer():
-            raise ValueError("not an integer") from None
-        k = int(x)
-    if k < 0:
-        raise ValueError("negative")
-    if k == 0:
-        raise ValueError("must be >= 1")
-    return k
+        raise ValueError("hash ids must be space-separated integers") from None
+    return int64_ids(ids)
+
+
+def _hash_block(text) -> int:
+    try:
+        return parse_count(str(text))
+    except ValueError as exc:
+        raise WorkloadError(f"column mapping hash_block={text!r}: {exc} (tokens per hash id)") from None
 
 
 class _ArrivalParser:
@@ -93,7 +80,7 @@ class _ArrivalParser:
         return self._days[day] + ((h * 60 + mi) * 60 + sec) * 10**9 + ns
 
 
-def _column_index(header: list[str], columns: dict[str, str], where: _Where) -> dict[str, int]:
+def _column_index(header: list[str], columns: dict[str, str], where: Where) -> dict[str, int]:
     index = {}
     for key, col in columns.items():
         hits = [i for i, h in enumerate(header) if h == col]
@@ -101,8 +88,10 @@ def _column_index(header: list[str], columns: dict[str, str], where: _Where) -> 
             raise where.error(1, f"column {col!r} appears {len(hits)} times in the header")
         if hits:
             index[key] = hits[0]
-        elif key != "label" or col != DEFAULT_COLUMNS["label"]:  # the default label column is optional
+        elif key not in _OPTIONAL or col != DEFAULT_COLUMNS[key]:
             raise where.error(1, f"missing {key} column {col!r}; columns present: {', '.join(map(repr, header))}")
+    if "hashed" in index and "hash" not in index:
+        raise where.error(1, f"hashed column {header[index['hashed']]!r} needs a hash column")
     return index
 
 
@@ -114,18 +103,25 @@ def load_csv(
 ) -> Workload:
     """Load a CSV trace; arrivals become seconds since the first request.
 
-    ``columns`` maps ``arrival``/``prompt``/``output``/``label`` to header names
-    (dict or :func:`parse_columns` text); unmapped keys use :data:`DEFAULT_COLUMNS`.
-    The arrival column holds seconds or ``YYYY-MM-DD HH:MM:SS[.f]`` timestamps (up to
-    9 fractional digits, parsed exactly). Unsorted rows are stably sorted with an
-    :class:`UnsortedArrivalsWarning`; no row is dropped.
+    ``columns`` maps ``arrival``/``prompt``/``output``/``label``/``hash``/``hashed`` to
+    header names (dict or :func:`parse_columns` text); unmapped keys use
+    :data:`DEFAULT_COLUMNS`. The arrival column holds seconds or
+    ``YYYY-MM-DD HH:MM:SS[.f]`` timestamps (up to 9 fractional digits, parsed exactly).
+    Optional prefix content: the ``hash`` column (default ``hash_ids``) holds each
+    request's content ids, space-separated, one per ``hash_block`` tokens (a number in
+    the mapping, default 512 as in Mooncake); they describe the prompt, or the first
+    ``hashed`` tokens (column default ``hashed_tokens``) where that column exists.
+    Unsorted rows are stably sorted with an :class:`UnsortedArrivalsWarning`; no row is
+    dropped.
     """
     path = Path(path)
     mapping = parse_columns(columns) if isinstance(columns, str) else dict(columns or {})
     if bad := set(mapping) - set(_KEYS):
         raise WorkloadError(f"unknown column mapping keys {sorted(bad)}; valid keys: {', '.join(_KEYS)}")
+    block_text = mapping.pop("hash_block", None)
+    hash_block = DEFAULT_HASH_BLOCK if block_text is None else _hash_block(block_text)
     mapping = DEFAULT_COLUMNS | mapping
-    where = _Where(path)
+    where = Where(path)
     try:
         fh = open(path, newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -138,6 +134,8 @@ def load_csv(
                 raise where.error(1, "empty file (expected a header line)")
             header = [h.strip() for h in header]
             index = _column_index(header, mapping, where)
+            if block_text is not None and "hash" not in index:
+                raise where.error(1, f"hash_block={block_text} given but there is no hash column {mapping['hash']!r}")
             values: dict[str, list] = {k: [] for k in index}
             lines: list[int] = []
             parsers = None
@@ -149,7 +147,8 @@ def load_csv(
                     raise where.error(line, f"expected {len(header)} fields, got {len(row)}", value=",".join(row))
                 if parsers is None:
                     arrival = _ArrivalParser(row[index["arrival"]].strip())
-                    parsers = {"arrival": arrival, "prompt": _parse_count, "output": _parse_count, "label": str}
+                    parsers = {"arrival": arrival, "prompt": parse_count, "output": parse_count, "label": str,
+                               "hash": _hash_ids, "hashed": parse_count}
                 for key, col in index.items():
                     raw = row[col].strip()
                     try:
@@ -163,32 +162,7 @@ def load_csv(
             raise WorkloadError(f"{path}: not UTF-8 text: {exc}") from None
     if not lines:
         raise where.error(2, "no data rows after the header")
-    return _build(values, np.array(lines, dtype=np.int64), name or path.stem, where)
-
-
-def _build(values: dict[str, list], lines: np.ndarray, name: str, where: _Where) -> Workload:
-    """Sort by arrival (warning if needed), shift to start at 0 and make the Workload."""
-    t = np.array(values["arrival"])  # int64 ns for timestamps, float64 seconds otherwise
-    if (late := np.flatnonzero(t[1:] < t[:-1]) + 1).size:
-        warnings.warn(
-            f"{where.path}: {late.size} row(s) arrive earlier than the row before them "
-            f"(first at line {lines[late[0]]}); stably sorted by arrival, no rows dropped",
-            UnsortedArrivalsWarning,
-            stacklevel=3,
-        )
-    order = np.argsort(t, kind="stable")
-    t = t[order] - t[order[0]]
-    arrival_s = t / 1e9 if t.dtype.kind == "i" else t
-    labels, label_names = None, ()
-    if "label" in values:
-        names, labels = np.unique(np.array(values["label"], dtype=str), return_inverse=True)
-        labels, label_names = labels[order], tuple(str(s) for s in names)
-    return Workload(
-        arrival_s=arrival_s,
-        prompt_tokens=np.array(values["prompt"], dtype=np.int64)[order],
-        output_tokens=np.array(values["output"], dtype=np.int64)[order],
-        name=name,
-        labels=labels,
-        label_names=label_names,
-        source_rows=lines[order],
-    )
+    fields = {k: header[index[k]] for k in ("hash", "hashed") if k in index}
+    fields.setdefault("hashed", header[index["prompt"]])
+    return build(values, np.array(lines, dtype=np.int64), name or path.stem, where,
+                 hash_block=hash_block, fields=fields)

@@ -3,7 +3,8 @@
 Spec forms accepted by :func:`load_workload`:
 
 - a :class:`Workload`: returned as is;
-- a trace name (``azure-conv``, ``azure-code``), found via :func:`tailgym.data.data_path`;
+- a trace name (``azure-conv``, ``azure-code``; ``mooncake-conv``, ``mooncake-synthetic``
+  with prefix content), found via :func:`tailgym.data.data_path`;
 - ``<trace>:key=value,...``: the trace with options, applied in this order:
   ``start`` and ``n`` keep n requests from the start-th (arrivals re-based to 0);
   ``arrival`` (+ its parameters, e.g. ``cv``) redraws
@@ -11,13 +12,18 @@ Spec forms accepted by :func:`load_workload`:
   order and the trace's mean rate (or ``rate``); ``rate`` alone rescales the trace's
   own arrival times to that mean rate. E.g. ``azure-conv:arrival=gamma,cv=3``;
 - ``default`` (= ``chat``) or a preset name, optionally with ``:key=value,...`` overrides;
-- ``synthetic:preset=chat,n=5000,arrival=gamma,cv=3,rate=4,seed=1``;
+- ``synthetic:preset=chat,n=5000,arrival=gamma,cv=3,rate=4,seed=1``; the shared-prefix
+  knobs of :func:`~tailgym.workload.synthetic.synthetic` apply to any preset, e.g.
+  ``chat:groups=4,system_tokens=2048`` or ``multiturn:turns=8,think_s=10``;
+- a path ending in ``.jsonl``, read by :func:`load_jsonl`;
 - a path to a CSV file (an existing file, or one ending in ``.csv``), read by :func:`load_csv`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +31,23 @@ import numpy as np
 from ..data import data_path
 from .core import Workload, WorkloadError, parse_options
 from .csv_loader import load_csv
-from .synthetic import ARRIVAL_PROCESSES, PRESETS, arrival_params, arrival_times, preset
+from .jsonl_loader import load_jsonl
+from .arrivals import ARRIVAL_PROCESSES, arrival_params, arrival_times
+from .synthetic import PREFIX_PARAMS, PRESETS, preset
 
 AZURE_COLUMNS = {"arrival": "TIMESTAMP", "prompt": "ContextTokens", "output": "GeneratedTokens"}
-TRACES: dict[str, dict[str, str]] = {"azure-conv": AZURE_COLUMNS, "azure-code": AZURE_COLUMNS}
+_azure = functools.partial(load_csv, columns=AZURE_COLUMNS)
+# trace name -> loader(path, name=label)
+TRACES: dict[str, Callable[..., Workload]] = {
+    "azure-conv": _azure, "azure-code": _azure, "mooncake-conv": load_jsonl, "mooncake-synthetic": load_jsonl,
+}
 
 _PROCESS_KEYS = tuple(dict.fromkeys(k for p in ARRIVAL_PROCESSES for k in arrival_params(p)))
-_TYPES = {"n": int, "start": int, "seed": int, "arrival": str, "preset": str} | dict.fromkeys(("rate", *_PROCESS_KEYS), float)
-PRESET_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
-OPTION_KEYS = ("start", *PRESET_KEYS)
+_TYPES = ({"n": int, "start": int, "seed": int, "arrival": str, "preset": str}
+          | dict.fromkeys(("rate", *_PROCESS_KEYS), float) | PREFIX_PARAMS)
+_DRAW_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
+PRESET_KEYS = (*_DRAW_KEYS, *PREFIX_PARAMS)
+OPTION_KEYS = ("start", *_DRAW_KEYS)
 SYNTHETIC_KEYS = ("preset", *PRESET_KEYS)
 
 
@@ -47,12 +61,12 @@ def _options(text: str, valid: tuple[str, ...], what: str) -> dict:
     return out
 
 
-def _is_csv_path(spec) -> bool:
-    return isinstance(spec, os.PathLike) or str(spec).lower().endswith(".csv") or Path(spec).is_file()
+def _is_path(spec) -> bool:
+    return isinstance(spec, os.PathLike) or str(spec).lower().endswith((".csv", ".jsonl")) or Path(spec).is_file()
 
 
 def _trace(name: str, opts: dict, seed: int, data_dir, label: str) -> Workload:
-    w = load_csv(data_path(name, data_dir=data_dir), TRACES[name], name=label)
+    w = TRACES[name](data_path(name, data_dir=data_dir), name=label)
     if "n" in opts or "start" in opts:
         start = opts.pop("start", 0)
         w = w.window(start, opts.pop("n", len(w) - start))
@@ -92,10 +106,14 @@ def load_workload(
     if head == "default" or head in PRESETS:
         opts = _options(text, PRESET_KEYS, head)
         return preset("chat" if head == "default" else head, **{"seed": seed, "name": label} | opts)
-    if _is_csv_path(spec):
+    if _is_path(spec):
+        if str(spec).lower().endswith(".jsonl"):
+            if columns is not None:
+                raise WorkloadError(f"columns only apply to CSV files, not to {spec}")
+            return load_jsonl(spec)
         return load_csv(spec, columns)
     raise WorkloadError(
         f"unknown workload {spec!r}; expected a trace ({', '.join(TRACES)}), 'default', "
         f"a preset ({', '.join(PRESETS)}), 'synthetic:key=value,...', "
-        f"'<trace>:key=value,...' or a path to a .csv file"
+        f"'<trace>:key=value,...' or a path to a .csv or .jsonl file"
     )

@@ -1,4 +1,5 @@
-"""Synthetic workloads: arrival processes, token-length distributions and presets.
+"""Synthetic workloads: token-length distributions, shared-prefix sessions and presets
+(arrival processes are in :mod:`tailgym.workload.arrivals`).
 
 All randomness comes from an explicit ``numpy.random.Generator`` or seed: the same
 seed gives bit-identical workloads.
@@ -15,118 +16,30 @@ median 1020 / mean 1155 tokens and outputs median 129 / mean 211 / max 1000:
     outputs and 10 % very long ``Uniform(4000, 16000)`` reasoning outputs.
 ``bursty-chat``
     ``chat`` lengths and rate with :func:`bursty_arrivals` at its default parameters.
+``chat-prefix`` (shared system prompts, single turn)
+    ``chat`` with 8 system prompts of 1024 tokens, picked Zipf(1) (group g with
+    probability proportional to 1 / (g + 1)): each prompt is 1024 system tokens + a
+    chat prompt; content ids per 16 tokens.
+``multiturn`` (conversations)
+    2000 requests at about 2 req/s (Poisson session starts at 0.5/s), sessions of 4
+    turns on average (geometric); one shared 512-token system prompt; each turn adds
+    ``LogNormal(median=200, sigma=0.8, max 2000)`` user tokens to the previous prompt +
+    output; chat outputs; think time exponential with mean 30 s after an estimated
+    0.02 s per output token; sessions stop before a turn would pass 8192 tokens.
+
+See :func:`synthetic` for the shared-prefix knobs (any preset accepts them).
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from .arrivals import arrival_times
 from .core import Workload, WorkloadError
-
-
-def _check(n: int, rate: float) -> None:
-    if int(n) != n or n < 1:
-        raise WorkloadError(f"n must be an integer >= 1, got {n}")
-    if not (np.isfinite(rate) and rate > 0):
-        raise WorkloadError(f"rate must be finite and > 0, got {rate}")
-
-
-def _from_gaps(gaps: np.ndarray) -> np.ndarray:
-    return np.concatenate(([0.0], np.cumsum(gaps)))
-
-
-# ---------------------------------------------------------------- arrivals
-# Each returns n non-decreasing arrival times in seconds, the first at 0.0.
-
-
-def gamma_arrivals(n: int, rate: float, cv: float, rng: np.random.Generator) -> np.ndarray:
-    """Renewal process with Gamma inter-arrivals of mean ``1/rate`` and coefficient of
-    variation ``cv`` (``cv=1`` is Poisson; larger is burstier)."""
-    _check(n, rate)
-    if not (np.isfinite(cv) and cv > 0):
-        raise WorkloadError(f"cv must be finite and > 0, got {cv}")
-    shape = 1.0 / cv**2
-    return _from_gaps(rng.gamma(shape, 1.0 / (rate * shape), n - 1))
-
-
-def poisson_arrivals(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Poisson process: exponential inter-arrivals of mean ``1/rate``."""
-    return gamma_arrivals(n, rate, 1.0, rng)
-
-
-def bursty_arrivals(
-    n: int,
-    rate: float,
-    rng: np.random.Generator,
-    *,
-    burst_ratio: float = 10.0,
-    p_burst: float = 0.1,
-    mean_burst_s: float = 5.0,
-) -> np.ndarray:
-    """Two-state (calm/burst) Markov-modulated Poisson process with long-run mean ``rate``.
-
-    burst_ratio:  arrival rate in a burst divided by the calm rate (>= 1).
-    p_burst:      long-run fraction of time spent in bursts (0 < p_burst < 1).
-    mean_burst_s: mean burst duration in seconds; calm periods then last
-                  ``mean_burst_s * (1 - p_burst) / p_burst`` on average.
-    State durations are exponential and the process starts in its stationary state.
-    """
-    _check(n, rate)
-    if not (burst_ratio >= 1 and 0 < p_burst < 1 and mean_burst_s > 0):
-        raise WorkloadError(
-            f"need burst_ratio >= 1, 0 < p_burst < 1, mean_burst_s > 0; "
-            f"got {burst_ratio}, {p_burst}, {mean_burst_s}"
-        )
-    calm_rate = rate / (p_burst * burst_ratio + 1 - p_burst)
-    rates = np.array([calm_rate, calm_rate * burst_ratio])  # index 1 = burst
-    means = np.array([mean_burst_s * (1 - p_burst) / p_burst, mean_burst_s])
-    per_cycle = rates @ means
-    state = int(rng.random() < p_burst)
-    starts, durs, counts = [], [], []
-    t, total = 0.0, 0
-    while total < n:
-        k = 2 * int(np.ceil(1.2 * (n - total) / per_cycle)) + 2  # sojourns in this chunk (even)
-        states = (state + np.arange(k)) % 2
-        d = rng.exponential(means[states])
-        c = rng.poisson(rates[states] * d)
-        starts.append(t + np.concatenate(([0.0], np.cumsum(d[:-1]))))
-        durs.append(d)
-        counts.append(c)
-        t += d.sum()
-        total += int(c.sum())
-    counts = np.concatenate(counts)
-    times = np.repeat(np.concatenate(starts), counts)
-    times += rng.random(times.size) * np.repeat(np.concatenate(durs), counts)
-    times = np.sort(times)[:n]
-    return times - times[0]
-
-
-ARRIVAL_PROCESSES = {"poisson": poisson_arrivals, "gamma": gamma_arrivals, "bursty": bursty_arrivals}
-
-
-def arrival_params(process: str) -> dict[str, inspect.Parameter]:
-    """Parameters of arrival ``process`` besides ``n``, ``rate`` and ``rng``."""
-    try:
-        fn = ARRIVAL_PROCESSES[process]
-    except KeyError:
-        raise WorkloadError(f"unknown arrival process {process!r}; valid: {', '.join(ARRIVAL_PROCESSES)}") from None
-    params = inspect.signature(fn).parameters
-    return {k: p for k, p in params.items() if k not in ("n", "rate", "rng")}
-
-
-def arrival_times(process: str, n: int, rate: float, rng: np.random.Generator, **params: float) -> np.ndarray:
-    """Draw ``n`` arrivals from ``process`` (a key of :data:`ARRIVAL_PROCESSES`)."""
-    allowed = arrival_params(process)
-    if unknown := sorted(set(params) - set(allowed)):
-        takes = f"parameters {', '.join(allowed)}" if allowed else "no parameters"
-        raise WorkloadError(f"{process} arrivals take {takes}; got {', '.join(unknown)}")
-    if missing := [k for k, p in allowed.items() if p.default is p.empty and k not in params]:
-        raise WorkloadError(f"{process} arrivals need {', '.join(missing)}")
-    return ARRIVAL_PROCESSES[process](n=n, rate=rate, rng=rng, **params)
 
 
 # ---------------------------------------------------------------- lengths
@@ -229,6 +142,39 @@ class Mixture:
 
 # ---------------------------------------------------------------- workloads
 
+@dataclass(frozen=True)
+class Prefixes:
+    """Shared-prefix knobs of a synthetic workload (see :func:`synthetic`); the defaults
+    mean independent requests."""
+
+    groups: int = 0
+    system_tokens: int = 0
+    zipf: float = 0.0
+    turns: float = 1.0
+    think_s: float = 30.0
+    tpot_s: float = 0.02
+    max_context: int = 8192
+    hash_block: int = 16
+
+    def __post_init__(self):
+        _require(self.groups >= 0 and self.system_tokens >= 0 and (self.groups > 0) == (self.system_tokens > 0),
+                 f"groups and system_tokens must both be >= 1 (system prompts) or both 0, "
+                 f"got groups={self.groups}, system_tokens={self.system_tokens}")
+        for key in ("zipf", "think_s", "tpot_s"):
+            _require(np.isfinite(getattr(self, key)) and getattr(self, key) >= 0,
+                     f"{key} must be finite and >= 0, got {getattr(self, key)}")
+        _require(np.isfinite(self.turns) and self.turns >= 1, f"turns (mean per session) must be >= 1, got {self.turns}")
+        _require(self.max_context >= 1 and self.hash_block >= 1,
+                 f"max_context and hash_block must be >= 1, got {self.max_context}, {self.hash_block}")
+
+    @property
+    def active(self) -> bool:
+        return self.groups > 0 or self.turns > 1
+
+
+# The knobs with their types (those of the defaults), for workload specs.
+PREFIX_PARAMS = {f.name: type(f.default) for f in dataclasses.fields(Prefixes)}
+
 
 def synthetic(
     n: int,
@@ -239,22 +185,96 @@ def synthetic(
     arrival: str = "poisson",
     seed: int | np.random.Generator = 0,
     name: str = "synthetic",
-    **arrival_kw: float,
+    **kw: float,
 ) -> Workload:
-    """A synthetic workload. ``arrival_kw`` are the parameters of the ``arrival`` process
-    (e.g. ``cv`` for ``"gamma"``). Arrivals, prompts and outputs use independent
-    streams spawned from ``seed``, so changing the arrival process keeps the lengths."""
-    rng_arrival, rng_prompt, rng_output = np.random.default_rng(seed).spawn(3)
-    return Workload(
-        arrival_s=arrival_times(arrival, n, rate, rng_arrival, **arrival_kw),
-        prompt_tokens=prompt.sample(n, rng_prompt),
-        output_tokens=output.sample(n, rng_output),
-        name=name,
-    )
+    """A synthetic workload. ``kw`` are the parameters of the ``arrival`` process (e.g.
+    ``cv`` for ``"gamma"``) and the shared-prefix knobs (:data:`PREFIX_PARAMS`, fields of
+    :class:`Prefixes`). Arrivals, prompts and outputs use independent streams spawned
+    from ``seed``, so changing the arrival process keeps the lengths.
+
+    Without prefix knobs requests are independent and carry no content ids. With them
+    every request belongs to a session of ``turns`` requests on average (geometric, 1 by
+    default); a session starts at an arrival of the process at ``rate / turns``, so
+    requests come at about ``rate``:
+
+    - system prompts: ``groups`` G >= 1 prompts of ``system_tokens`` S tokens; a session
+      picks group g with probability proportional to ``(g + 1) ** -zipf`` (0 = uniform)
+      and its first prompt is S tokens plus a ``prompt`` draw of user tokens;
+    - turns: turn k's prompt is turn k-1's prompt + output + a new ``prompt`` draw; it
+      arrives ``tpot_s * output_{k-1} + think`` after turn k-1's arrival (think time
+      exponential, mean ``think_s``). The trace stays open-loop (arrivals fixed, so every
+      policy sees the same requests) while ``tpot_s * output`` estimates the reply's
+      streaming time, so a user typically asks after reading the answer rather than
+      during it; ``tpot_s=0`` measures think time from the previous arrival. A session
+      ends early when a turn's prompt + output would exceed ``max_context``.
+
+    All sessions are drawn, their requests sorted by arrival and the first ``n`` kept.
+    Content ids, one per ``hash_block`` tokens, describe each request's prompt + output:
+    a group's ``floor(S / hash_block)`` full system blocks are shared by its sessions,
+    and a session's later blocks by its turns, so turn k shares exactly turn k-1's
+    prompt + output with it. With G = 0 and turns = 1 prompts and arrivals are exactly
+    those of the plain workload; with turns = 1 prompts are plain prompts + S.
+    """
+    prefix_kw = {k: kw.pop(k) for k in PREFIX_PARAMS if k in kw}
+    prefixes = Prefixes(**prefix_kw)
+    if not prefixes.active:
+        rng_arrival, rng_prompt, rng_output = np.random.default_rng(seed).spawn(3)
+        return Workload(
+            arrival_s=arrival_times(arrival, n, rate, rng_arrival, **kw),
+            prompt_tokens=prompt.sample(n, rng_prompt),
+            output_tokens=output.sample(n, rng_output),
+            name=name,
+        )
+    cols, _ = session_requests(n, rate, prompt, output, arrival, seed, prefixes, kw)
+    return Workload(name=name, **cols)
+
+
+def session_requests(n: int, rate: float, prompt: LengthDist, output: LengthDist, arrival: str,
+                     seed: int | np.random.Generator, p: Prefixes, arrival_kw: dict) -> tuple[dict, np.ndarray]:
+    """The Workload fields of :func:`synthetic` with prefix knobs, and each request's session."""
+    rng_arrival, rng_prompt, rng_output, rng_turns, rng_think, rng_group = np.random.default_rng(seed).spawn(6)
+    starts = arrival_times(arrival, n, rate / p.turns, rng_arrival, **arrival_kw)
+    turns = rng_turns.geometric(1 / p.turns, n)
+    live = np.arange(turns.max()) < turns[:, None]  # sessions x turns
+    user, out, think = (np.zeros(live.shape, dtype=dtype) for dtype in (np.int64, np.int64, np.float64))
+    user[live] = prompt.sample(live.sum(), rng_prompt)
+    out[live] = output.sample(live.sum(), rng_output)
+    think[live] = rng_think.exponential(p.think_s, live.sum())
+    weights = np.arange(1, p.groups + 1, dtype=np.float64) ** -p.zipf
+    group = rng_group.choice(p.groups, n, p=weights / weights.sum()) if p.groups else np.zeros(n, dtype=np.int64)
+    step = user + out
+    prompt_tokens = p.system_tokens + np.cumsum(step, axis=1) - out
+    gaps = np.zeros(live.shape)
+    gaps[:, 1:] = p.tpot_s * out[:, :-1] + think[:, 1:]
+    arrivals = starts[:, None] + np.cumsum(gaps, axis=1)
+    live[:, 1:] &= prompt_tokens[:, 1:] + out[:, 1:] <= p.max_context
+    order = np.argsort(arrivals[live], kind="stable")[:n]  # session-major ties: turn k-1 first
+    session = np.nonzero(live)[0][order]
+    cols = {"arrival_s": arrivals[live][order], "prompt_tokens": prompt_tokens[live][order],
+            "output_tokens": out[live][order]}  # the first arrival is session 0's start, 0.0
+    hashed = cols["prompt_tokens"] + cols["output_tokens"]
+    offsets, ids = _session_ids(session, group[session], hashed, p)
+    return cols | {"hash_ids": ids, "hash_offsets": offsets, "hash_block_tokens": p.hash_block,
+                   "hashed_tokens": hashed}, session
+
+
+def _session_ids(session: np.ndarray, group: np.ndarray, hashed: np.ndarray, p: Prefixes):
+    """Content ids: group g's system block b is ``g * nsys + b``; session s's block b >= nsys
+    is ``G * nsys + base[s] + b - nsys``, bases giving each session its own range."""
+    nsys = p.system_tokens // p.hash_block
+    blocks = -(-hashed // p.hash_block)
+    own = np.zeros(session.max() + 1, dtype=np.int64)
+    np.maximum.at(own, session, np.maximum(blocks - nsys, 0))
+    base = p.groups * nsys + np.concatenate(([0], np.cumsum(own)[:-1]))
+    offsets = np.concatenate(([0], np.cumsum(blocks)))
+    b = np.arange(offsets[-1]) - np.repeat(offsets[:-1], blocks)
+    s, g = np.repeat(session, blocks), np.repeat(group, blocks)
+    return offsets, np.where(b < nsys, g * nsys + b, base[s] + b - nsys)
 
 
 CHAT_PROMPT = LogNormal(median=1000, sigma=0.8, max_tokens=8000)
 CHAT_OUTPUT = LogNormal(median=130, sigma=0.9, max_tokens=2000)
+TURN_PROMPT = LogNormal(median=200, sigma=0.8, max_tokens=2000)
 
 PRESETS: dict[str, dict] = {
     "chat": dict(n=2000, rate=4.0, arrival="poisson", prompt=CHAT_PROMPT, output=CHAT_OUTPUT),
@@ -266,6 +286,10 @@ PRESETS: dict[str, dict] = {
         output=Mixture(((CHAT_OUTPUT, 0.9), (Uniform(4000, 16000), 0.1))),
     ),
     "bursty-chat": dict(n=2000, rate=4.0, arrival="bursty", prompt=CHAT_PROMPT, output=CHAT_OUTPUT),
+    "chat-prefix": dict(n=2000, rate=4.0, arrival="poisson", prompt=CHAT_PROMPT, output=CHAT_OUTPUT,
+                        groups=8, system_tokens=1024, zipf=1.0),
+    "multiturn": dict(n=2000, rate=2.0, arrival="poisson", prompt=TURN_PROMPT, output=CHAT_OUTPUT,
+                      groups=1, system_tokens=512, turns=4.0, think_s=30.0, tpot_s=0.02, max_context=8192),
 }
 
 
