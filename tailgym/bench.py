@@ -1,12 +1,15 @@
 """Speed benchmark: ``python -m tailgym.bench``.
 
 Replays the full Azure conversation trace (19,366 requests) with FCFS, llama2-7b on an
-h100-80gb, max_num_batched_tokens 4096 and max_num_seqs 128, after a JIT warm-up, and prints
-the engine's wall time, steps/s and requests/s. Llama-2-7B's 4,096-token context would reject
+h100-80gb, max_num_batched_tokens 4096 and max_num_seqs 128 and vLLM 0.33's defaults (async
+scheduling, prefix caching, full-prompt reservation), after a JIT warm-up, and prints the
+engine's wall time, steps/s and requests/s. Llama-2-7B's 4,096-token context would reject
 1,612 of the trace's requests, so the benchmark raises max_model_len to 16,384 to simulate
 every request (as a long-context 7B model would). Reference: Vidur took about 31 s for this
-trace on this class of machine (about 10k steps/s). Then env steps/s of the gymnasium
-environments.
+trace on this class of machine (about 10k steps/s). Then the Mooncake conversation trace
+(12,031 requests with prefix hashes, at a tenth of its rate so the cache holds its prefixes)
+with prefix caching on llama3-8b, the peak memory of a 1M-request run (azure-conv lengths),
+and env steps/s of the gymnasium environments.
 """
 import argparse
 import statistics
@@ -40,11 +43,51 @@ def bench_simulator(repeats: int) -> dict:
             "identical": all(r["ttlt"] == s["ttlt"] for r in reports)}
 
 
+def bench_mooncake(repeats: int) -> dict:
+    from .sim import simulate
+    from .workload import load_workload
+
+    knobs = dict(model="llama3-8b", gpu="h100-80gb", max_num_batched_tokens=8192,
+                 max_num_seqs=256, max_model_len=131072, rate_scale=0.1)
+    trace = load_workload("mooncake-conv")
+    reports = [simulate(trace, **knobs) for _ in range(repeats)]
+    best = min(r.wall_seconds for r in reports)
+    s = reports[0].summary()
+    return {"requests": s["requests_in"], "steps": s["steps"], "best_s": best,
+            "steps_per_s": s["steps"] / best, "requests_per_s": s["requests_in"] / best,
+            "hit_rate": s["prefix_cache_hit_rate"]}
+
+
+def bench_memory(n: int = 1_000_000) -> dict:
+    """Peak resident memory of a run of ``n`` requests with azure-conv's lengths (Poisson
+    arrivals at 80% of a 128-seat engine's throughput), measured in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, resource, time; import numpy as np; import tailgym\n"
+            "from tailgym.workload import Workload, load_workload\n"
+            "t = load_workload('azure-conv'); rng = np.random.default_rng(0)\n"
+            f"idx = rng.integers(0, len(t), {n})\n"
+            f"w = Workload(np.cumsum(rng.exponential(1 / 12.0, {n})), t.prompt_tokens[idx],\n"
+            "             t.output_tokens[idx], name='azure-conv-1m')\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "t0 = time.perf_counter()\n"
+            "r = tailgym.simulate(w, model='llama2-7b', gpu='h100-80gb', max_num_batched_tokens=4096,"
+            " max_num_seqs=128, max_model_len=16384)\n"
+            "print(json.dumps({'wall_s': time.perf_counter() - t0, 'steps': r.steps,"
+            " 'before_mb': before / 1024,"
+            " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tailgym.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--simulator-only", action="store_true", help="skip the env figures")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 1M-request run")
     args = parser.parse_args(argv)
     r = bench_simulator(args.repeats)
     print("simulator: azure-conv, FCFS, llama2-7b on h100-80gb, budget 4096, max_num_seqs 128")
@@ -56,6 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {r['steps_per_s']:,.0f} steps/s, {r['requests_per_s']:,.0f} requests/s; "
           f"{VIDUR_SECONDS / r['best_s']:.0f}x faster than Vidur's ~{VIDUR_SECONDS:.0f} s")
     print(f"  repeats identical: {r['identical']}")
+    m = bench_mooncake(max(1, args.repeats // 2))
+    print("prefix caching: mooncake-conv at 0.1x its rate, FCFS, llama3-8b on h100-80gb, "
+          "budget 8192, max_num_seqs 256")
+    print(f"  requests {m['requests']}, {m['steps']} engine steps in {m['best_s']:.3f} s: "
+          f"{m['steps_per_s']:,.0f} steps/s, {m['requests_per_s']:,.0f} requests/s; "
+          f"prefix-cache hit rate {100 * m['hit_rate']:.1f}%")
+    if not args.skip_memory:
+        mem = bench_memory()
+        print(f"memory: 1M requests (azure-conv lengths): peak RSS {mem['peak_mb']:.0f} MB "
+              f"({mem['before_mb']:.0f} MB before the run), {mem['steps']} steps in "
+              f"{mem['wall_s']:.1f} s")
     if not args.simulator_only:
         from .envs import bench
         print(f"environments ({bench.WORKLOAD}, random agents, resets included):")
