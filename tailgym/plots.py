@@ -40,7 +40,7 @@ def _log_axis(ax, which: str) -> None:
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
     axis.set_major_formatter(Plain(labelOnlyBase=False))
-    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1.5, 0.3)))
 
 
 def _auto_axis(ax, which: str, values) -> None:
@@ -108,16 +108,18 @@ def p99_vs_load(rows: list[dict], path, *, metrics, title: str, stat: str = "p99
     labels = list(dict.fromkeys(policy_label(r) for r in rows))
     colors = _colors(labels)
     loads = sorted({r["load"] for r in rows})
-    dodge = 0.15 * min(np.diff(loads), default=0.0) / max(len(labels) - 1, 1)  # bars side by side
+    spread = any(r[f"{m}_{stat}_min"] < r[f"{m}_{stat}_max"] for r in rows for m in metrics)
+    # bars side by side, so that they do not hide each other (none to hide: lines stay put)
+    dodge = spread * 0.08 * min(np.diff(loads), default=0.0) / max(len(labels) - 1, 1)
     for ax, m in zip(axes, metrics):
         key = f"{m}_{stat}"
         for i, label in enumerate(labels):
             rs = sorted((r for r in rows if policy_label(r) == label), key=lambda r: r["load"])
             y = np.array([r[key] for r in rs])
             lo, hi = ([r[f"{key}_{end}"] for r in rs] for end in ("min", "max"))
-            spread = np.clip([y - lo, hi - y], 0.0, None)  # the mean may sit an ulp outside
+            bar = np.clip([y - lo, hi - y], 0.0, None)  # the mean may sit an ulp outside
             x = np.array([r["load"] for r in rs]) + (i - (len(labels) - 1) / 2) * dodge
-            ax.errorbar(x, y, yerr=spread, color=colors[label], label=label, marker="o", ms=4,
+            ax.errorbar(x, y, yerr=bar, color=colors[label], label=label, marker="o", ms=4,
                         capsize=3, lw=1.5)
         _auto_axis(ax, "y", [r[f"{key}_{end}"] for r in rows for end in ("min", "max")])
         ax.set(xlabel="load (fraction of saturation throughput)",
