@@ -3,6 +3,7 @@ one-line errors). A subcommand module has ``NAME``, ``HELP`` and either ``add_ar
 and ``run(args) -> int``, or ``main(argv) -> int`` where it parses its own arguments; adding
 one is a module here and an entry in ``SUBCOMMANDS``. Nothing else in tailgym imports this
 package."""
+import argparse
 import sys
 
 from .. import __version__
@@ -16,15 +17,14 @@ simulates one policy; `tailgym hil` runs the same scheduler on a real PyTorch en
 
 
 def build_parser() -> common.Parser:
-    import argparse
     parser = common.Parser(prog="tailgym", description=DESCRIPTION,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tailgym {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         own = hasattr(module, "main")
-        p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__.replace("``", ""),
-                           add_help=not own)
+        p = sub.add_parser(module.NAME, help=module.HELP, add_help=not own,
+                           description=module.__doc__.replace("``", ""))
         p.set_defaults(module=module, parser=p)
         if not own:
             module.add_arguments(p)

@@ -42,7 +42,7 @@ def warn(message: str) -> None:
 
 
 def suggest(name: str, known, what: str) -> str:
-    """``unknown WHAT 'NAME'; did you mean 'X'? known: ...``"""
+    """``unknown WHAT 'NAME'; did you mean 'X'? (choose from ...)``"""
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown {what} {name!r}{hint} (choose from {', '.join(known)})"
@@ -60,18 +60,13 @@ def _typed(kind, ok, what: str):
         if value is None or not ok(value):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return value
-    convert.__name__ = what  # argparse names the type in some messages
     return convert
-
-
-def _finite(x) -> bool:
-    return math.isfinite(x)
 
 
 positive_int = _typed(int, lambda v: v >= 1, "an integer >= 1")
 nonneg_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
-positive = _typed(float, lambda v: _finite(v) and v > 0, "a number > 0")
-nonneg = _typed(float, lambda v: _finite(v) and v >= 0, "a number >= 0")
+positive = _typed(float, lambda v: math.isfinite(v) and v > 0, "a number > 0")
+nonneg = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 fraction = _typed(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 share = _typed(float, lambda v: 0 <= v < 1, "a share in [0, 1)")
 
@@ -104,7 +99,8 @@ def add_workload_arguments(p: argparse.ArgumentParser, *, columns: bool = True) 
     if columns:
         p.add_argument("--columns", metavar="MAPPING",
                        help="CSV column names, e.g. arrival=TIMESTAMP,prompt=ContextTokens,"
-                            "output=GeneratedTokens (default: arrival_s,prompt_tokens,output_tokens)")
+                            "output=GeneratedTokens (default: arrival_s,prompt_tokens,"
+                            "output_tokens)")
 
 
 def add_policy_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,8 +114,10 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_rate_arguments(p: argparse.ArgumentParser) -> None:
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--rate", type=positive, metavar="RPS", help="mean arrival rate, requests/s")
-    rate.add_argument("--rate-scale", type=positive, metavar="F", help="multiply the workload's arrival rate")
+    rate.add_argument("--rate", type=positive, metavar="RPS",
+                      help="mean arrival rate, requests/s")
+    rate.add_argument("--rate-scale", type=positive, metavar="F",
+                      help="multiply the workload's arrival rate")
     rate.add_argument("--load", type=positive, metavar="RHO",
                       help="arrival rate as a fraction of the engine's saturation throughput")
 
@@ -166,7 +164,8 @@ def add_engine_arguments(p: argparse.ArgumentParser, *, model: str = "llama3-8b"
                    help=f"model shape: {models} (default: {model})")
     p.add_argument("--gpu", default="h100-80gb", choices=list(GPUS), metavar="NAME",
                    help=f"GPU: {', '.join(GPUS)} (default: h100-80gb)")
-    p.add_argument("--tp", type=positive_int, default=1, metavar="N", help="tensor-parallel degree (default: 1)")
+    p.add_argument("--tp", type=positive_int, default=1, metavar="N",
+                   help="tensor-parallel degree (default: 1)")
     p.add_argument("--profile", metavar="NAME|FILE",
                    help="step-time profile: a shipped name (e.g. vidur-llama2-7b-h100-80gb-tp1) "
                         "or a JSON from tailgym calibrate (default: roofline of model and GPU)")
@@ -177,7 +176,8 @@ def add_engine_arguments(p: argparse.ArgumentParser, *, model: str = "llama3-8b"
     p.add_argument("--max-num-seqs", type=positive_int, metavar="N",
                    help="cap on running requests (default: vLLM's for the GPU)")
     p.add_argument("--max-model-len", type=positive_int, metavar="N",
-                   help="reject requests with more prompt+output tokens (default: the model's context)")
+                   help="reject requests with more prompt+output tokens (default: the "
+                        "model's context)")
     p.add_argument("--preemption-mode", choices=("recompute", "swap"), default="recompute",
                    help="on KV shortage, recompute the victim later or swap it to host memory "
                         "(default: recompute)")
@@ -208,21 +208,20 @@ def check_profile(args) -> None:
     p = load_profile(args.profile)
     ours = {"--model": args.model, "--gpu": args.gpu, "--tp": args.tp}
     theirs = {"--model": p.model, "--gpu": p.gpu, "--tp": p.tp}
-    off = [f"{flag} {ours[flag]}" for flag in ours if str(ours[flag]) != str(theirs[flag])]
+    off = [flag for flag in ours if str(ours[flag]) != str(theirs[flag])]
     if off:
-        fix = " ".join(f"{flag} {theirs[flag]}" for flag in ours if str(ours[flag]) != str(theirs[flag]))
         warn(f"--profile {args.profile} was fitted for {p.model} on {p.gpu} at tp {p.tp}, not "
-             f"{', '.join(off)}: step times follow the profile, the KV cache the options; "
-             f"pass {fix} to match")
+             f"{', '.join(f'{f} {ours[f]}' for f in off)}: step times follow the profile, the "
+             f"KV cache the options; pass {' '.join(f'{f} {theirs[f]}' for f in off)} to match")
 
 
 def check_loads(loads, flag: str = "--load") -> None:
     """Warn about loads far past saturation."""
     far = [x for x in loads if x > FAR_PAST_SATURATION]
     if far:
-        warn(f"{flag} {','.join(f'{x:g}' for x in far)} is far past saturation (the engine "
-             f"serves at most 1): the queue grows for the whole trace, so latencies measure "
-             f"its length more than the policy")
+        warn(f"{flag} {','.join(f'{x:g}' for x in far)} is far past saturation: requests arrive "
+             f"faster than the engine can serve them, so the queue grows for the whole trace "
+             f"and latencies measure its length more than the policy")
 
 
 def check_columns(workload: str, columns: str | None) -> None:
@@ -264,7 +263,8 @@ def ensure_compiled(quiet: bool = False) -> None:
     from ..workload import load_workload
     say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"tailgym: compiling the numba engine, once after installing (about {COMPILE_SECONDS} s "
-        f"on 2 cores; later runs load it from disk in about a second)...")
+        f"on a quiet 2-core machine, longer on a busy one; later runs load it from disk in "
+        f"about a second)...")
     start = time.perf_counter()
     simulate(load_workload("default:n=20"))
     say(f"tailgym: compiled in {time.perf_counter() - start:.0f} s")
@@ -301,7 +301,7 @@ def guarded(handler, args, parser: argparse.ArgumentParser) -> int:
         return status
     except (CLIError, WorkloadError, DataError, ValueError) as err:
         text = " ".join(in_flag_words(str(err), parser).split())
-        if isinstance(err, DataError) and not ("TAILGYM_DATA_DIR" in text or "unknown" in text):
+        if isinstance(err, DataError) and text.startswith(("download of", "checksum mismatch")):
             text += ("; to use a local copy, point TAILGYM_DATA_DIR at a folder laid out as "
                      "`tailgym data list` shows")
         print(f"{parser.prog}: error: {text}", file=sys.stderr)

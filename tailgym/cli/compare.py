@@ -120,7 +120,8 @@ def run(args) -> int:
     common.ensure_compiled(args.quiet)
     rows = grid.run_grid(cells, out, args.processes, progress=not args.quiet)
     summary = grid.aggregate(rows)
-    written = [grid.write_csv(rows, out / "results.csv"), grid.write_csv(summary, out / "summary.csv")]
+    written = [grid.write_csv(rows, out / "results.csv"),
+               grid.write_csv(summary, out / "summary.csv")]
     if not args.no_plots:
         from ..plots import draw_plots
         written += draw_plots(out, cells, summary, sweeps, metrics, at, title(args))
