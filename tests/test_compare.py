@@ -241,3 +241,20 @@ def test_runs_as_a_module_without_importing_matplotlib_for_the_csvs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tailgym.cli", "compare", "--help"],
                        capture_output=True, text=True, check=True)
     assert "NAME:KNOB=VALUE:KNOB=VALUE" in r.stdout
+
+
+def test_a_csv_with_other_column_names_is_compared_through_columns(tmp_path, capsys):
+    trace = tmp_path / "azure-like.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+        f"2023-11-16 18:15:{10 + i:02d}.5,{300 + 7 * i},{20 + i}\n" for i in range(40)))
+    argv = ["compare", "--workload", str(trace), "--policies", "fcfs", "--loads", "0.5",
+            "--seeds", "0", "--processes", "1", "--no-plots", "-q", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--columns arrival=TIMESTAMP,prompt=ContextTokens,output=GeneratedTokens" in \
+        capsys.readouterr().err
+    assert main([*argv, "--columns", "arrival=TIMESTAMP,prompt=ContextTokens,"
+                                     "output=GeneratedTokens"]) == 0
+    assert "  1  fcfs" in capsys.readouterr().out
+    plain = make_grid(WORKLOAD, [Policy("fcfs")], [0.5], [0])[0]
+    mapped = make_grid(WORKLOAD, [Policy("fcfs")], [0.5], [0], columns="arrival=T")[0]
+    assert plain.key() != mapped.key()
