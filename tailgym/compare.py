@@ -1,35 +1,31 @@
-"""``tailgym compare``: policies x loads x seeds on one workload and engine; tables, CSVs, plots.
-
-    tailgym compare --workload azure-conv:n=2000 --loads 0.5,0.7,0.9 --seeds 0,1,2 \\
-        --policies fcfs,sjf-oracle,srpt-predicted:sigma=0.5,uniboost:gamma_mode=fixed \\
-        --sweep uniboost.gamma=0.01,0.1,1,10,100 --out runs/conv
+"""A policy x load x seed grid on one workload and engine: its columns, cells, resumable
+runs, CSVs, and the ranked and full tables (``tailgym compare`` is ``tailgym.cli.compare``;
+its figures are ``tailgym.plots``).
 
 Policy syntax: policies are separated by commas, a policy's knobs follow its name after colons:
 ``NAME`` or ``NAME:KNOB=VALUE:KNOB=VALUE`` (e.g. ``uniboost:gamma=10:k=256``); nothing in it
-needs quoting in a shell. ``--sweep POLICY.KNOB=V1,V2,...`` (repeatable) adds one grid column
-per value; when POLICY is listed in ``--policies`` its entries give the other knobs and are
-replaced by the sweep columns, else the sweep starts from the policy's defaults.
+needs quoting in a shell. ``POLICY.KNOB=V1,V2,...`` sweeps (``--sweep``) add one grid column
+per value; when POLICY is listed its entry gives the other knobs and is replaced by the sweep
+columns, else the sweep starts from the policy's defaults.
 
 Every cell (one policy column, load and seed) is stored atomically in ``OUT/cells/<key>``
 (``.json`` summary, ``.npz`` per-request latencies) under a hash of everything that defines
-the simulation, so re-running a command skips finished cells and a killed run loses only the
+the simulation, so re-running a grid skips finished cells and a killed run loses only the
 cells in flight. The cache is keyed on the inputs, not on the code: after changing the
-simulator, use a fresh ``--out``. ``OUT/results.csv`` has a row per cell, ``summary.csv`` a
-row per policy column and load (mean, min and max over seeds); plots go next to them.
+simulator, use a fresh ``OUT``. ``OUT/results.csv`` has a row per cell, ``summary.csv`` a
+row per policy column and load (mean, min and max over seeds).
 
 Python API: ``parse_policies``, ``parse_sweep``, ``expand_sweeps``, ``make_grid`` (``Cell``
-objects), ``run_cell``, ``run_grid``, ``aggregate``, ``write_csv``, ``format_table``,
-``draw_plots`` (``tailgym.plots``).
+objects), ``run_cell``, ``run_grid``, ``aggregate``, ``ranking``, ``write_csv``,
+``format_ranking``, ``format_table``, ``pooled_latencies``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
 import json
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +36,22 @@ from .data import DataError
 from .metrics import METRIC_TITLES, METRICS, PERCENTILES
 from .policies import get_policy
 
+# The main job's grid: the policies of the headline comparison, loads around the knee of the
+# default workload (latency tails bend up between 1 and 1.2 of saturation), three seeds.
+MAIN_POLICIES = ("fcfs", "sjf-oracle", "srpt-oracle", "srpt-predicted", "las", "uniboost")
+KNEE_LOADS = (0.9, 1.0, 1.1, 1.2)
+SEEDS = (0, 1, 2)
 STATS = ("mean", *PERCENTILES)
 STAT_KEYS = tuple(f"{m}_{s}" for m in METRICS for s in STATS)
 GROUP = ("workload", "policy", "knobs", "sweep", "load")  # a summary row: seeds aggregated
 IDENTITY = (*GROUP, "seed")
 COUNTS = ("requests_in", "requests_completed", "requests_rejected", "preemptions")
 RATES = ("rate_rps", "saturation_rps", "throughput_rps")
-TABLE_METRICS = ("ttft", "tbt", "ttlt")
+TABLE_METRICS = ("ttft", "ttlt")
+RANK_STATS = ("p50", "p99")
+RANK_BY = "ttlt_p99"
+SHORT_TITLES = {"ttft": "TTFT", "tbt": "TBT", "tbt_max": "TBTmax", "ttlt": "TTLT",
+                "queueing": "queue"}
 TABLE_STATS = ("mean", "p50", "p90", "p95", "p99")
 
 
@@ -166,17 +171,6 @@ def expand_sweeps(policies: list[Policy], sweeps: list[tuple[str, str, list[str]
     return columns
 
 
-def parse_numbers(text: str, what: str, kind=float) -> list:
-    """Comma-separated numbers; the error names the bad token."""
-    out = []
-    for token in text.split(","):
-        try:
-            out.append(kind(token))
-        except ValueError:
-            raise CompareError(f"{what}: {token!r} is not {'an integer' if kind is int else 'a number'}") from None
-    return out
-
-
 @dataclass(frozen=True)
 class Cell:
     """One simulation of the grid. ``engine`` holds ``build_engine`` knobs (``tp``,
@@ -191,6 +185,7 @@ class Cell:
     engine: dict = field(default_factory=dict)
     warmup_s: float = 0.0
     on_unfit: str = "error"
+    columns: str = ""  # CSV column mapping (``tailgym.workload.parse_columns``)
 
     def key(self) -> str:
         """Stable hash of everything that defines the simulation (knob defaults included;
@@ -199,7 +194,7 @@ class Cell:
                  "knobs": get_policy(self.policy.name).knobs(self.policy.args),
                  "load": float(self.load), "seed": int(self.seed), "model": self.model,
                  "gpu": self.gpu, "engine": self.engine, "warmup_s": float(self.warmup_s),
-                 "on_unfit": self.on_unfit}
+                 "on_unfit": self.on_unfit, **({"columns": self.columns} if self.columns else {})}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
     def describe(self) -> str:
@@ -217,6 +212,8 @@ def make_grid(workload: str, policies: list[Policy], loads: list[float], seeds: 
     bad = [x for x in loads if not 0 < x < float("inf")]
     if bad:
         raise CompareError(f"--loads: {bad[0]!r} is not a positive number")
+    if any(seed < 0 for seed in seeds):
+        raise CompareError(f"--seeds: {min(seeds)} is negative")
     return [Cell(workload, p, float(load), int(seed), **common)
             for p in policies for load in loads for seed in seeds]
 
@@ -224,9 +221,11 @@ def make_grid(workload: str, policies: list[Policy], loads: list[float], seeds: 
 def run_cell(cell: Cell) -> tuple[dict, dict[str, np.ndarray], float]:
     """Simulate one cell: its CSV row, per-request latencies (s) by metric, wall seconds."""
     from .sim import simulate
+    from .workload import parse_columns
     report = simulate(cell.workload, cell.policy.name, model=cell.model, gpu=cell.gpu,
                       seed=cell.seed, load=cell.load, policy_args=cell.policy.args,
-                      warmup_s=cell.warmup_s, on_unfit=cell.on_unfit, **cell.engine)
+                      warmup_s=cell.warmup_s, on_unfit=cell.on_unfit,
+                      columns=parse_columns(cell.columns) if cell.columns else None, **cell.engine)
     s = report.summary()
     row = {**cell.identity(), "rate_rps": s["config"].get("rate_rps", float("nan")),
            "saturation_rps": s["config"]["saturation_rps"], "throughput_rps": s["throughput_rps"],
@@ -363,13 +362,57 @@ def format_table(summary: list[dict], metrics=TABLE_METRICS) -> str:
     return "\n\n".join(blocks)
 
 
-def _title(args) -> str:
-    parts = [args.workload, f"{args.model} on {args.gpu}" + (f" x{args.tp}" if args.tp > 1 else "")]
-    if args.kv_blocks:
-        parts.append(f"{args.kv_blocks} KV blocks")
-    if args.profile:
-        parts.append(f"profile {args.profile}")
-    return " | ".join(parts)
+def ranking(rows: list[dict], summary: list[dict], by: str = RANK_BY) -> list[dict]:
+    """The summary rows by load, each load's ordered by ``by`` (mean over seeds, lowest first;
+    nan last), with ``rank`` and ``vs_best``: (mean, min, max) over seeds of ``by`` relative
+    to the leader's on the same seed, minus 1 (each seed is the same workload draw for every
+    policy, so this is the paired difference)."""
+    per_seed = {(policy_label(r), r["load"], r["seed"]): r[by] for r in rows}
+    out = []
+    for load in dict.fromkeys(r["load"] for r in summary):
+        ordered = sorted((r for r in summary if r["load"] == load),
+                         key=lambda r: (not np.isfinite(r[by]), r[by]))
+        best = policy_label(ordered[0])
+        seeds = sorted({s for (label, x, s) in per_seed if label == best and x == load})
+        for rank, r in enumerate(ordered, 1):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.array([per_seed[policy_label(r), load, s] / per_seed[best, load, s]
+                                  for s in seeds]) - 1.0
+            out.append({**r, "rank": rank, "vs_best": (float(ratio.mean()), float(ratio.min()),
+                                                       float(ratio.max()))})
+    return out
+
+
+def _vs_best(row: dict) -> str:
+    mean, lo, hi = row["vs_best"]
+    if row["rank"] == 1 or not np.isfinite(mean):
+        return ""
+    spread = f" ({100 * lo:+.1f} to {100 * hi:+.1f})" if row["seeds"] > 1 else ""
+    return f"{100 * mean:+.1f}%{spread}"
+
+
+def format_ranking(ranked: list[dict], metrics=TABLE_METRICS, by: str = RANK_BY) -> str:
+    """A block per load: the policy columns ranked (see ``ranking``), with P50 and P99 of each
+    metric (mean over seeds ± half their min-max range, % of the mean) and how far each
+    column's ``by`` lies behind the leader's."""
+    width = max(len("policy"), *(len(policy_label(r)) for r in ranked)) + 2
+    keys = [f"{m}_{s}" for m in metrics for s in RANK_STATS]
+    titles = [f"{SHORT_TITLES[m]} {s.upper()}" for m in metrics for s in RANK_STATS]
+    metric, _, stat = by.rpartition("_")
+    by_title = f"{SHORT_TITLES[metric]} {stat.upper()}"
+    col = 13
+    head = (f"{'#':>3}  {'policy':<{width}}" + "".join(f"{t:>{col}}" for t in titles)
+            + f"   {by_title} vs #1")
+    blocks = []
+    for load in dict.fromkeys(r["load"] for r in ranked):
+        rs = [r for r in ranked if r["load"] == load]
+        lines = [f"load {load:g}: {rs[0]['rate_rps']:.3g} req/s, saturation "
+                 f"{rs[0]['saturation_rps']:.3g} req/s", head]
+        lines += [f"{r['rank']:>3}  {policy_label(r):<{width}}"
+                  + "".join(f"{_with_spread(r, k):>{col}}" for k in keys) + f"   {_vs_best(r)}"
+                  for r in rs]
+        blocks.append("\n".join(line.rstrip() for line in lines))
+    return "\n\n".join(blocks)
 
 
 def pooled_latencies(out_dir, cells: list[Cell], load: float, metrics) -> dict[str, dict[str, np.ndarray]]:
@@ -380,101 +423,3 @@ def pooled_latencies(out_dir, cells: list[Cell], load: float, metrics) -> dict[s
             runs.setdefault(c.policy.label, []).append(load_latencies(out_dir, c))
     return {label: {m: np.concatenate([r[m] for r in rs]) for m in metrics}
             for label, rs in runs.items()}
-
-
-def draw_plots(out_dir, cells: list[Cell], summary: list[dict], sweeps, metrics, load: float,
-               title: str) -> list[Path]:
-    """Latency CDFs (seeds pooled) and frontiers at ``load``; P99 versus load."""
-    from . import plots
-    out_dir = Path(out_dir)
-    at = f"load {load:g}"
-    paths = [plots.latency_cdfs(pooled_latencies(out_dir, cells, load, metrics), out_dir / f"cdf_load{load:g}.png", metrics=metrics,
-                                title=f"{title} | {at}"),
-             plots.p99_vs_load(summary, out_dir / "p99_vs_load.png", metrics=metrics, title=title)]
-    for name, knob in dict.fromkeys((name, knob) for name, knob, _ in sweeps):
-        paths.append(plots.frontier(summary, out_dir / f"frontier_{name}.{knob}_load{load:g}.png",
-                                    sweep=f"{name}.{knob}", metrics=metrics, load=load,
-                                    title=f"{title} | {at}"))
-    return paths
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .cli import add_engine_arguments
-    doc = __doc__.replace("``", "").split("\n\n")
-    p = argparse.ArgumentParser(prog="tailgym compare", description=doc[0],
-                                epilog="\n\n".join(doc[1:4]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", default="default",
-                   help="workload spec as for tailgym run (default: default)")
-    p.add_argument("--policies", required=True, metavar="P[:KNOB=V...],...",
-                   help="policy columns, e.g. fcfs,uniboost:gamma=10:k=256,srpt-predicted:sigma=0.5")
-    p.add_argument("--sweep", action="append", default=[], metavar="POLICY.KNOB=V1,V2,...",
-                   help="one column per value (repeatable), e.g. uniboost.gamma=0.01,0.1,1,10,100")
-    p.add_argument("--loads", default="0.5,0.7,0.9",
-                   help="fractions of the engine's saturation throughput (default: 0.5,0.7,0.9)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    add_engine_arguments(p)
-    p.add_argument("--warmup", type=float, default=0.0,
-                   help="exclude requests arriving in the first WARMUP seconds")
-    p.add_argument("--on-unfit", choices=("error", "reject"), default="error",
-                   help="requests that can never fit the KV cache: error, or list as rejected")
-    p.add_argument("--processes", type=int, default=os.cpu_count() or 1,
-                   help="worker processes (default: CPU count; 1 = in this process)")
-    p.add_argument("--out", default="tailgym-compare",
-                   help="output folder, reused to resume (default: tailgym-compare)")
-    p.add_argument("--metric", action="append", choices=METRICS,
-                   help="metric of the tables and plots (repeatable; default: ttft, tbt, ttlt)")
-    p.add_argument("--plot-load", type=float,
-                   help="load of the CDF and frontier plots (default: the highest load)")
-    p.add_argument("--no-plots", action="store_true", help="write the CSVs only")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """Entry point of ``tailgym compare`` and ``python -m tailgym.compare``."""
-    from .cli import engine_knobs
-    args = build_parser().parse_args(argv)
-    metrics = tuple(dict.fromkeys(args.metric or TABLE_METRICS))
-    out = Path(args.out)
-    try:
-        sweeps = [parse_sweep(s) for s in args.sweep]
-        columns = expand_sweeps(parse_policies(args.policies), sweeps)
-        loads = parse_numbers(args.loads, "--loads")
-        plot_load = max(loads) if args.plot_load is None else args.plot_load
-        if plot_load not in loads:
-            raise CompareError(f"--plot-load {plot_load:g} is not one of --loads {args.loads}")
-        cells = make_grid(args.workload, columns, loads, parse_numbers(args.seeds, "--seeds", int),
-                          model=args.model, gpu=args.gpu, engine=engine_knobs(args),
-                          warmup_s=args.warmup, on_unfit=args.on_unfit)
-        rows = run_grid(cells, out, args.processes, progress=not args.quiet)
-    except (ValueError, DataError) as err:
-        print(f"tailgym compare: error: {err}", file=sys.stderr)
-        return 2
-    summary = aggregate(rows)
-    written = [write_csv(rows, out / "results.csv"), write_csv(summary, out / "summary.csv")]
-    seeds = sorted({r["seed"] for r in rows})
-    spread = ": mean over seeds ± half the min-max range (% of the mean)" if len(seeds) > 1 else ""
-    print(f"{_title(args)} | seeds {','.join(map(str, seeds))}{spread}\n")
-    print(format_table(summary, metrics))
-    if len(seeds) > 1 and all(not r[f"{k}_min"] < r[f"{k}_max"] for r in summary for k in STAT_KEYS):
-        print("note: all seeds gave identical results (nothing random in this workload or these "
-              "policies); e.g. azure-conv:n=2000,arrival=gamma,cv=3 redraws arrivals per seed",
-              file=sys.stderr)
-    for r in summary:
-        if r["requests_rejected"]:
-            print(f"note: {policy_label(r)} at load {r['load']:g}: {r['requests_rejected']} "
-                  f"requests rejected over {r['seeds']} seeds (not in the latency figures)",
-                  file=sys.stderr)
-    if not args.no_plots:
-        try:
-            written += draw_plots(out, cells, summary, sweeps, metrics, plot_load, _title(args))
-        except ImportError:
-            print("tailgym compare: matplotlib is not installed, no plots drawn "
-                  "(pip install 'tailgym[plots]')", file=sys.stderr)
-    print("\nwrote " + ", ".join(str(p) for p in written))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -48,6 +48,12 @@ class Report:
     batches: list[dict] | None = None
     empty_batches: int = 0
 
+    def __post_init__(self):
+        arrival = self.requests["arrival"]
+        if self.warmup_s > 0 and len(arrival) and not (arrival >= arrival[0] + self.warmup_s).any():
+            raise ValueError(f"warmup_s={self.warmup_s:g} excludes every request: the arrivals "
+                             f"span only {arrival[-1] - arrival[0]:.1f} s")
+
     def _measured(self) -> np.ndarray:
         """Mask of finished requests that arrived after the warm-up window."""
         r = self.requests

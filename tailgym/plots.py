@@ -1,6 +1,6 @@
-"""Figures of a ``tailgym compare`` grid, drawn with matplotlib (the ``plots`` extra) without
-pyplot, so no GUI backend or global state is involved. Each function takes rows or arrays and
-an output path and returns the path.
+"""Figures of a ``tailgym compare`` grid, drawn with matplotlib without pyplot, so no GUI
+backend or global state is involved. Each figure function takes rows or arrays and an output
+path and returns the path; ``draw_plots`` draws all of a grid's.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import policy_label
+from .compare import policy_label, pooled_latencies
 from .metrics import METRIC_TITLES
 
 PANEL_W, PANEL_H = 5.0, 4.2
@@ -40,7 +40,7 @@ def _log_axis(ax, which: str) -> None:
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
     axis.set_major_formatter(Plain(labelOnlyBase=False))
-    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1.5, 0.3)))
 
 
 def _auto_axis(ax, which: str, values) -> None:
@@ -54,13 +54,18 @@ def _auto_axis(ax, which: str, values) -> None:
         getattr(ax, f"{which}axis").set_major_formatter(ScalarFormatter(useOffset=False))
 
 
-def _save(fig, path) -> Path:
-    """Legend below the panels (as many columns as fit the width), then write the PNG."""
+def _legend(fig) -> None:
+    """Legend below the panels, as many columns as fit the width."""
     handles, labels = fig.axes[0].get_legend_handles_labels()
     if handles:
         fit = int(fig.get_figwidth() * 12 // (max(map(len, labels)) + 6))
         fig.legend(handles, labels, loc="outside lower center", frameon=False,
                    ncols=max(1, min(len(labels), fit)))
+
+
+def _save(fig, path) -> Path:
+    if not fig.legends:
+        _legend(fig)
     path = Path(path)
     fig.savefig(path, dpi=110)
     return path
@@ -97,18 +102,25 @@ def latency_cdfs(samples: dict[str, dict[str, np.ndarray]], path, *, metrics, ti
 def p99_vs_load(rows: list[dict], path, *, metrics, title: str, stat: str = "p99") -> Path:
     """``stat`` of each metric versus load, one panel per metric, one line per policy column;
     ``rows`` are aggregated rows (``compare.aggregate``), error bars span min to max over seeds."""
-    fig, axes = _figure(len(metrics), title)
+    seeds = max(r["seeds"] for r in rows)
+    bars = f" | bars: min to max over {seeds} seeds" if seeds > 1 else ""
+    fig, axes = _figure(len(metrics), title + bars)
     labels = list(dict.fromkeys(policy_label(r) for r in rows))
     colors = _colors(labels)
+    loads = sorted({r["load"] for r in rows})
+    spread = any(r[f"{m}_{stat}_min"] < r[f"{m}_{stat}_max"] for r in rows for m in metrics)
+    # bars side by side, so that they do not hide each other (none to hide: lines stay put)
+    dodge = spread * 0.08 * min(np.diff(loads), default=0.0) / max(len(labels) - 1, 1)
     for ax, m in zip(axes, metrics):
         key = f"{m}_{stat}"
-        for label in labels:
+        for i, label in enumerate(labels):
             rs = sorted((r for r in rows if policy_label(r) == label), key=lambda r: r["load"])
             y = np.array([r[key] for r in rs])
             lo, hi = ([r[f"{key}_{end}"] for r in rs] for end in ("min", "max"))
-            spread = np.clip([y - lo, hi - y], 0.0, None)  # the mean may sit an ulp outside
-            ax.errorbar([r["load"] for r in rs], y, yerr=spread, color=colors[label], label=label,
-                        marker="o", ms=4, capsize=3, lw=1.5)
+            bar = np.clip([y - lo, hi - y], 0.0, None)  # the mean may sit an ulp outside
+            x = np.array([r["load"] for r in rs]) + (i - (len(labels) - 1) / 2) * dodge
+            ax.errorbar(x, y, yerr=bar, color=colors[label], label=label, marker="o", ms=4,
+                        capsize=3, lw=1.5)
         _auto_axis(ax, "y", [r[f"{key}_{end}"] for r in rows for end in ("min", "max")])
         ax.set(xlabel="load (fraction of saturation throughput)",
                ylabel=f"{stat.upper()} {METRIC_TITLES[m]} (s)", title=METRIC_TITLES[m])
@@ -123,22 +135,47 @@ def _order(text: str):
         return (1, 0.0, text)
 
 
-def _annotate_points(ax, points: list[tuple[float, float, str]], knob: str, near_px: float = 14) -> None:
-    """Label the points in order; a point within ``near_px`` pixels of the previous labelled
-    one joins its label (``gamma=1, 10, 100``) instead of printing over it. Call after the
-    axis scales are set."""
-    ax.autoscale_view()
-    groups: list[tuple[np.ndarray, tuple[float, float], list[str]]] = []
+LABEL_OFFSETS = ((5, 3), (5, -11))  # points: right of the point, above or below it
+LABEL_STYLE = {"textcoords": "offset points", "fontsize": 8, "zorder": 5,
+               "bbox": {"boxstyle": "round,pad=0.1", "fc": "white", "alpha": 0.7, "lw": 0}}
+
+
+def _free_label(ax, xy, text: str, others: list, renderer):
+    """An annotation of ``xy`` at the first of ``LABEL_OFFSETS`` where it stays inside the
+    axes and clear of the ``others``; None where there is no such place."""
+    for offset in LABEL_OFFSETS:
+        ann = ax.annotate(text, xy, xytext=offset, **LABEL_STYLE)
+        ann.set_in_layout(False)
+        box = ann.get_window_extent(renderer)
+        inside = ax.bbox.contains(box.x0, box.y0) and ax.bbox.contains(box.x1, box.y1)
+        if inside and not any(o.get_window_extent(renderer).overlaps(box) for o in others):
+            return ann
+        ann.remove()
+    return None
+
+
+def _annotate_points(ax, points: list[tuple[float, float, str]], near_px: float = 14) -> None:
+    """Label the points in order with their values. A point within ``near_px`` pixels of a
+    labelled one, or whose label finds no free place (``_free_label``), joins the nearest
+    label (``1, 10, 100``). Call once the figure's legend and axis scales are set: it fixes
+    the layout to measure the labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(ax.figure).get_renderer()
+    ax.figure.draw_without_rendering()
+    groups: list[tuple] = []  # (annotation, pixel of its point, values)
     for x, y, value in points:
         pixel = ax.transData.transform((x, y))
-        if groups and np.hypot(*(pixel - groups[-1][0])) < near_px:
-            groups[-1][2].append(value)
+        near = min(groups, key=lambda g: np.hypot(*(pixel - g[1])), default=None)
+        ann = None
+        if near is None or np.hypot(*(pixel - near[1])) >= near_px:
+            ann = _free_label(ax, (x, y), value, [g[0] for g in groups], renderer)
+        if ann is None and near is None:  # the first label goes where it must
+            ann = ax.annotate(value, (x, y), xytext=LABEL_OFFSETS[0], **LABEL_STYLE)
+        if ann is None:
+            near[2].append(value)
+            near[0].set_text(", ".join(near[2]))
         else:
-            groups.append((pixel, (x, y), [value]))
-    for _, xy, values in groups:
-        ax.annotate(f"{knob}={', '.join(values)}", xy, textcoords="offset points", xytext=(6, 4),
-                    fontsize=8, zorder=5, bbox={"boxstyle": "round,pad=0.1", "fc": "white",
-                                                "alpha": 0.7, "lw": 0})
+            groups.append((ann, pixel, [value]))
 
 
 def frontier(rows: list[dict], path, *, sweep: str, metrics, load: float, title: str) -> Path:
@@ -157,7 +194,8 @@ def frontier(rows: list[dict], path, *, sweep: str, metrics, load: float, title:
     fig, axes = _figure(len(metrics), title)
     for ax, m in zip(axes, metrics):
         x, y = [r[f"{m}_p50"] for r in family], [r[f"{m}_p99"] for r in family]
-        ax.plot(x, y, "o-", color="black", lw=1.5, ms=5, label=f"{name}, {knob} swept", zorder=3)
+        ax.plot(x, y, "o-", color="black", lw=1.5, ms=5, label=f"{name}, {knob} as labelled",
+                zorder=3)
         for i, r in enumerate(references):
             ax.plot(r[f"{m}_p50"], r[f"{m}_p99"], markers[i % len(markers)], ms=9, alpha=0.85,
                     color=colors[policy_label(r)], label=policy_label(r), zorder=4)
@@ -165,7 +203,25 @@ def frontier(rows: list[dict], path, *, sweep: str, metrics, load: float, title:
         _auto_axis(ax, "y", y + [r[f"{m}_p99"] for r in references])
         ax.set(xlabel=f"P50 {METRIC_TITLES[m]} (s)", ylabel=f"P99 {METRIC_TITLES[m]} (s)",
                title=METRIC_TITLES[m])
-        _annotate_points(ax, [(xi, yi, r["sweep"].partition("=")[2])
-                              for xi, yi, r in zip(x, y, family)], knob)
         ax.grid(True, which="both", alpha=0.3)
+    _legend(fig)
+    for ax, m in zip(axes, metrics):
+        _annotate_points(ax, [(r[f"{m}_p50"], r[f"{m}_p99"], r["sweep"].partition("=")[2])
+                              for r in family])
     return _save(fig, path)
+
+
+def draw_plots(out_dir, cells, summary: list[dict], sweeps, metrics, load: float,
+               title: str) -> list[Path]:
+    """Latency CDFs (seeds pooled) and the frontier of each sweep at ``load``; P99 versus load."""
+    out_dir = Path(out_dir)
+    at = f"{title} | load {load:g}"
+    seeds = len({c.seed for c in cells})
+    pooled = f"{at}, {seeds} seeds pooled" if seeds > 1 else at
+    paths = [latency_cdfs(pooled_latencies(out_dir, cells, load, metrics),
+                          out_dir / f"cdf_load{load:g}.png", metrics=metrics, title=pooled),
+             p99_vs_load(summary, out_dir / "p99_vs_load.png", metrics=metrics, title=title)]
+    for name, knob in dict.fromkeys((name, knob) for name, knob, _ in sweeps):
+        paths.append(frontier(summary, out_dir / f"frontier_{name}.{knob}_load{load:g}.png",
+                              sweep=f"{name}.{knob}", metrics=metrics, load=load, title=at))
+    return paths

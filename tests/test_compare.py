@@ -8,17 +8,22 @@ import pytest
 
 from tailgym import compare
 from tailgym.compare import (
+    COUNTS,
+    RATES,
+    STAT_KEYS,
     CompareError,
     Policy,
     aggregate,
     expand_sweeps,
+    format_ranking,
     make_grid,
-    parse_numbers,
     parse_policies,
     parse_sweep,
+    ranking,
     run_grid,
     write_csv,
 )
+from tailgym.cli import main
 from tailgym.policies import dispatch, registry
 
 WORKLOAD = "default:n=200"
@@ -82,14 +87,11 @@ def test_bad_sweeps_are_errors_naming_the_token(policies, sweep, expected):
         expand_sweeps(parse_policies(policies), [parse_sweep(sweep)])
 
 
-def test_number_lists_name_the_bad_token():
-    assert parse_numbers("0.5,0.9", "--loads") == [0.5, 0.9]
-    with pytest.raises(CompareError, match="--loads: 'x' is not a number"):
-        parse_numbers("0.5,x", "--loads")
-    with pytest.raises(CompareError, match="--seeds: '1.5' is not an integer"):
-        parse_numbers("0,1.5", "--seeds", int)
+def test_grid_loads_and_seeds_are_checked():
     with pytest.raises(CompareError, match="--loads: 0.0 is not a positive number"):
         make_grid(WORKLOAD, [Policy("fcfs")], [0.0], [0])
+    with pytest.raises(CompareError, match="--seeds: -1 is negative"):
+        make_grid(WORKLOAD, [Policy("fcfs")], [0.5], [0, -1])
 
 
 def test_cell_key_depends_on_the_simulation_not_on_how_knobs_were_written():
@@ -151,17 +153,45 @@ def test_a_failing_cell_names_itself(tmp_path):
         run_grid(cells, tmp_path)
 
 
+def _row(policy, load, seed, value):
+    return {"workload": "w", "policy": policy, "knobs": "", "sweep": "", "load": load,
+            "seed": seed, **dict.fromkeys(COUNTS, 0), **dict.fromkeys(RATES, 1.0),
+            **dict.fromkeys(STAT_KEYS, value)}
+
+
+def test_ranking_orders_each_load_and_compares_seed_by_seed():
+    rows = [_row("a", 0.5, 0, 2.0), _row("a", 0.5, 1, 4.0),   # mean 3
+            _row("b", 0.5, 0, 1.0), _row("b", 0.5, 1, 4.4),   # mean 2.7: leads on the mean
+            _row("c", 0.5, 0, np.nan), _row("c", 0.5, 1, np.nan),
+            _row("a", 0.9, 0, 5.0), _row("a", 0.9, 1, 5.0),
+            _row("b", 0.9, 0, 6.0), _row("b", 0.9, 1, 7.5)]
+    ranked = ranking(rows, aggregate(rows), by="ttlt_p99")
+    assert [(r["load"], r["policy"], r["rank"]) for r in ranked] == [
+        (0.5, "b", 1), (0.5, "a", 2), (0.5, "c", 3), (0.9, "a", 1), (0.9, "b", 2)]
+    mean, lo, hi = ranked[1]["vs_best"]                       # a/b per seed: 2, 0.909
+    assert (lo, hi) == pytest.approx((4.0 / 4.4 - 1, 1.0)) and mean == pytest.approx((lo + hi) / 2)
+    assert ranked[4]["vs_best"] == pytest.approx((0.35, 0.2, 0.5))
+    text = format_ranking(ranked, ("ttft", "ttlt"), "ttlt_p99")
+    assert text.splitlines()[:2] == [
+        "load 0.5: 1 req/s, saturation 1 req/s",
+        "  #  policy       TTFT P50     TTFT P99     TTLT P50     TTLT P99   TTLT P99 vs #1"]
+    assert "  2  a              3 ±33%" in text and "+45.5% (-9.1 to +100.0)" in text
+    assert "  1  a" in text.split("load 0.9")[1] and "+35.0% (+20.0 to +50.0)" in text
+
+
 def _cli(tmp_path, *extra):
-    return compare.cli(["--workload", "azure-conv:n=300", "--policies", "fcfs,fake:mode=b",
-                        "--sweep", "fake.gamma=0.1,10", "--loads", "0.5,0.8", "--seeds", "0,1",
-                        "--kv-blocks", "4000", "--out", str(tmp_path), "-q", *extra])
+    return main(["compare", "--workload", "azure-conv:n=300", "--policies", "fcfs,fake:mode=b",
+                 "--sweep", "fake.gamma=0.1,10", "--loads", "0.5,0.8", "--seeds", "0,1",
+                 "--kv-blocks", "4000", "--out", str(tmp_path), "-q", *extra])
 
 
 def test_cli_end_to_end_in_two_processes_and_resumed(tmp_path, capsys):
-    assert _cli(tmp_path, "--processes", "2") == 0
+    assert _cli(tmp_path, "--processes", "2", "--table", "full", *"--metric ttft --metric tbt "
+                "--metric ttlt".split()) == 0
     out = capsys.readouterr()
     assert "azure-conv:n=300 | llama3-8b on h100-80gb | 4000 KV blocks | seeds 0,1" in out.out
-    assert "TTFT (s)" in out.out and "TTLT (s)" in out.out and "fake:gamma=10:mode=b" in out.out
+    assert "TTFT (s)" in out.out and "TBT (mean/request) (s)" in out.out
+    assert "fake:gamma=10:mode=b" in out.out
     assert "all seeds gave identical results" in out.err  # a trace replayed as is
     results = (tmp_path / "results.csv").read_text().splitlines()
     summary = (tmp_path / "summary.csv").read_text().splitlines()
@@ -171,7 +201,9 @@ def test_cli_end_to_end_in_two_processes_and_resumed(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 10_000
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
     before = (tmp_path / "results.csv").read_bytes()
-    assert _cli(tmp_path, "--processes", "2", "--no-plots") == 0
+    assert _cli(tmp_path, "--processes", "2", "--no-plots", "--rank-by", "ttft_p50") == 0
+    out = capsys.readouterr().out
+    assert "ranked by ttft_p50" in out and out.count("TTFT P50 vs #1") == 2
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()} == stamps
     assert (tmp_path / "results.csv").read_bytes() == before
     record = json.loads(next((tmp_path / "cells").glob("*.json")).read_text())
@@ -180,24 +212,49 @@ def test_cli_end_to_end_in_two_processes_and_resumed(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, expected", [
     (["--policies", "fcfs:gamma=1"], "'fcfs:gamma=1': policy 'fcfs' has no knob 'gamma'"),
-    (["--policies", "fcfs", "--loads", "0.5,abc"], "--loads: 'abc' is not a number"),
-    (["--policies", "fcfs", "--plot-load", "0.3"], "--plot-load 0.3 is not one of --loads"),
-    (["--policies", "fcfs", "--processes", "0"], "--processes must be >= 1, got 0"),
+    (["--loads", "0.5,abc"], "argument --loads: must be a number > 0, got 'abc'"),
+    (["--seeds", "0,-1"], "argument --seeds: must be an integer >= 0, got '-1'"),
+    (["--plot-load", "0.3"], "--plot-load 0.3 is not one of --loads 0.9,1,1.1,1.2"),
+    (["--processes", "0"], "argument --processes: must be an integer >= 1, got '0'"),
+    (["--rank-by", "ttlt_p98"], "unknown choice 'ttlt_p98'; did you mean 'ttlt_p99'?"),
+    (["--warmup", "1e6", "--workload", "default:n=20", "--loads", "0.5", "--seeds", "0",
+      "--policies", "fcfs"], "fcfs at load 0.5, seed 0: --warmup 1e+06 excludes every request"),
 ])
-def test_cli_bad_input_exits_2_naming_it(tmp_path, capsys, args, expected):
-    assert compare.cli([*args, "--out", str(tmp_path), "-q"]) == 2
-    assert expected in capsys.readouterr().err
+def test_cli_bad_input_exits_2_with_one_line_naming_it(tmp_path, capsys, args, expected):
+    try:
+        status = main(["compare", *args, "--out", str(tmp_path), "-q", "--processes", "1"])
+    except SystemExit as exit_:  # argparse rejects the value
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2 and expected in err and err.count("\n") == 1, err
 
 
 def test_runs_as_a_module_without_importing_matplotlib_for_the_csvs(tmp_path):
-    code = ("import sys, tailgym, tailgym.compare; assert 'matplotlib' not in sys.modules; "
-            "sys.argv[0] = 'tailgym compare'; rc = tailgym.compare.cli(sys.argv[1:]); "
+    code = ("import sys, tailgym, tailgym.cli; assert 'matplotlib' not in sys.modules; "
+            "rc = tailgym.cli.main(['compare', *sys.argv[1:]]); "
             "assert 'matplotlib' not in sys.modules; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, "--workload", "default:n=50", "--policies",
                         "fcfs", "--loads", "0.5", "--no-plots", "--processes", "1", "-q",
                         "--out", str(tmp_path)], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "summary.csv").exists()
-    r = subprocess.run([sys.executable, "-m", "tailgym.compare", "--help"], capture_output=True,
-                       text=True, check=True)
+    r = subprocess.run([sys.executable, "-m", "tailgym.cli", "compare", "--help"],
+                       capture_output=True, text=True, check=True)
     assert "NAME:KNOB=VALUE:KNOB=VALUE" in r.stdout
+
+
+def test_a_csv_with_other_column_names_is_compared_through_columns(tmp_path, capsys):
+    trace = tmp_path / "azure-like.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+        f"2023-11-16 18:15:{10 + i:02d}.5,{300 + 7 * i},{20 + i}\n" for i in range(40)))
+    argv = ["compare", "--workload", str(trace), "--policies", "fcfs", "--loads", "0.5",
+            "--seeds", "0", "--processes", "1", "--no-plots", "-q", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--columns arrival=TIMESTAMP,prompt=ContextTokens,output=GeneratedTokens" in \
+        capsys.readouterr().err
+    assert main([*argv, "--columns", "arrival=TIMESTAMP,prompt=ContextTokens,"
+                                     "output=GeneratedTokens"]) == 0
+    assert "  1  fcfs" in capsys.readouterr().out
+    plain = make_grid(WORKLOAD, [Policy("fcfs")], [0.5], [0])[0]
+    mapped = make_grid(WORKLOAD, [Policy("fcfs")], [0.5], [0], columns="arrival=T")[0]
+    assert plain.key() != mapped.key()

@@ -138,8 +138,8 @@ def test_model_spec_names():
 
 def test_profile_writes_a_csv_that_calibrates(tmp_path):
     ex, cache = make(num_blocks=512)
-    rows = profile(ex, cache, repeats=2)
-    shapes = default_shapes()
+    shapes = default_shapes(max_tokens=64, max_batch=4, max_context=64)
+    rows = profile(ex, cache, shapes=shapes, repeats=2)
     assert rows.shape[1] == 6 and (rows[:, 5] > 0).all() and len(rows) > len(shapes)
     np.testing.assert_array_equal(features([(16, 1), (32, 1), (10, 20)]), [1, 20, 2, 80, 20 * 20])
     path = write_profile_csv(tmp_path / "tiny.csv", rows, model="tiny", gpu="cpu")

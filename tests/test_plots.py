@@ -1,9 +1,6 @@
 """``tailgym.plots`` on hand-made rows and arrays: each figure is a real, non-empty PNG."""
 import numpy as np
 import pytest
-
-pytest.importorskip("matplotlib")
-
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
@@ -62,5 +59,26 @@ def test_frontier_of_a_sweep_with_references(tmp_path):
 def test_coincident_frontier_points_share_one_label():
     ax = Figure().subplots()
     ax.plot([1, 1, 10], [1, 1, 10])
-    plots._annotate_points(ax, [(1.0, 1.0, "0.1"), (1.0, 1.0, "1"), (10.0, 10.0, "10")], "gamma")
-    assert [t.get_text() for t in ax.texts] == ["gamma=0.1, 1", "gamma=10"]
+    plots._annotate_points(ax, [(1.0, 1.0, "0.1"), (1.0, 1.0, "1"), (10.0, 10.0, "10")])
+    assert [t.get_text() for t in ax.texts] == ["0.1, 1", "10"]
+
+
+def test_frontier_labels_of_crowded_points_do_not_overlap():
+    ax = Figure(figsize=(5, 4)).subplots()
+    points = [(1.0, 10.0, "0.01"), (2.0, 5.0, "0.1"), (2.1, 4.9, "1"), (2.16, 4.85, "10"),
+              (2.3, 4.8, "100"), (2.5, 4.75, "1000")]
+    ax.plot(*zip(*[(x, y) for x, y, _ in points]))
+    plots._annotate_points(ax, points)
+    renderer = ax.figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    labels = [t.get_text() for t in ax.texts]
+    assert ", ".join(labels).split(", ") == [v for _, _, v in points]  # each value once, in order
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), labels
+
+
+def test_p99_plot_says_what_its_error_bars_are(tmp_path, monkeypatch):
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    plots.p99_vs_load(_rows(), tmp_path / "p99.png", metrics=("ttlt",), title="t")
+    assert figures[0]._suptitle.get_text() == "t | bars: min to max over 3 seeds"
