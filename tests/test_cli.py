@@ -134,7 +134,7 @@ def test_data_list_says_which_data_sets_are_here(tmp_path, monkeypatch, capsys):
     assert f"here: {Path(common.os.environ['TAILGYM_DATA_DIR']) / 'traces'}" in out
     monkeypatch.setenv("TAILGYM_DATA_DIR", str(tmp_path))
     assert main(["data", "list"]) == 0
-    assert f"not here: downloaded on first use, or put it at $TAILGYM_DATA_DIR/traces/" \
+    assert "not here: downloaded on first use, or put it at $TAILGYM_DATA_DIR/traces/" \
            in capsys.readouterr().out
 
 

@@ -18,6 +18,7 @@ def make_report(**overrides):
         "max_gap": np.array([0.75, nan, 1.0, nan]),
         "preemptions": np.array([0, 1, 0, 0]),
         "swaps": np.zeros(4, int), "swapped_tokens": np.zeros(4, int),
+        "cached_tokens": np.zeros(4, int), "hit_tokens": np.zeros(4, int),
         "recomputed_tokens": np.array([0, 7, 0, 0]),
         "finished": np.array([True, True, True, False]),
         "rejected": np.array([False, False, False, True]),

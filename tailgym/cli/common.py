@@ -92,9 +92,10 @@ def key_values(items: list[str], flag: str, numbers: bool = True) -> dict:
 
 def add_workload_arguments(p: argparse.ArgumentParser, *, columns: bool = True) -> None:
     p.add_argument("--workload", default="default", metavar="SPEC",
-                   help="data set (azure-conv, azure-code), synthetic preset (default, chat, "
-                        "reasoning, bursty-chat), spec (azure-conv:n=2000,arrival=gamma,cv=3; "
-                        "synthetic:preset=chat,n=500) or CSV path (default: default, the "
+                   help="data set (azure-conv, azure-code, mooncake-conv, mooncake-synthetic), "
+                        "synthetic preset (default, chat, reasoning, bursty-chat, chat-prefix, "
+                        "multiturn), spec (azure-conv:n=2000,arrival=gamma,cv=3; "
+                        "synthetic:preset=chat,n=500) or CSV/JSONL path (default: default, the "
                         "offline synthetic chat workload)")
     if columns:
         p.add_argument("--columns", metavar="MAPPING",
@@ -145,6 +146,14 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 SWITCHES = {
     "enable_chunked_prefill": ("--no-chunked-prefill",
                                "schedule whole prompts only (vLLM's --no-enable-chunked-prefill)"),
+    "async_scheduling": ("--no-async-scheduling",
+                         "schedule each step after the previous one's output (vLLM 0.33 "
+                         "schedules step k+1 while step k runs)"),
+    "enable_prefix_caching": ("--no-enable-prefix-caching",
+                              "no automatic prefix caching (vLLM 0.33 caches full KV blocks)"),
+    "scheduler_reserve_full_isl": ("--no-scheduler-reserve-full-isl",
+                                   "admit a request when its first chunk fits (vLLM 0.33 waits "
+                                   "until blocks for its whole prompt are free)"),
 }
 ENGINE_KNOBS = ("tp", "profile", "kv_blocks", "max_num_batched_tokens", "max_num_seqs",
                 "max_model_len", "preemption_mode", "swap_space_gib", "gpu_memory_utilization",
@@ -170,7 +179,8 @@ def add_engine_arguments(p: argparse.ArgumentParser, *, model: str = "llama3-8b"
                    help="step-time profile: a shipped name (e.g. vidur-llama2-7b-h100-80gb-tp1) "
                         "or a JSON from tailgym calibrate (default: roofline of model and GPU)")
     p.add_argument("--kv-blocks", type=positive_int, metavar="N",
-                   help="KV cache size in 16-token blocks (default: from GPU memory)")
+                   help="KV cache size in 16-token blocks, vLLM's num_gpu_blocks (block 0 is "
+                        "reserved, N - 1 hold KV; default: from GPU memory)")
     p.add_argument("--max-num-batched-tokens", type=positive_int, metavar="N",
                    help="token budget per step (default: vLLM's for the GPU)")
     p.add_argument("--max-num-seqs", type=positive_int, metavar="N",
@@ -227,12 +237,12 @@ def check_loads(loads, flag: str = "--load") -> None:
 def check_columns(workload: str, columns: str | None) -> None:
     """A CSV without tailgym's column names needs ``--columns``: say so, with the mapping."""
     import csv
-    from ..workload.csv_loader import DEFAULT_COLUMNS
+    from ..workload.csv_loader import DEFAULT_COLUMNS, OPTIONAL_COLUMNS
     if columns or not workload.lower().endswith(".csv") or not os.path.isfile(workload):
         return
     with open(workload, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
-    needed = {k: v for k, v in DEFAULT_COLUMNS.items() if k != "label"}
+    needed = {k: v for k, v in DEFAULT_COLUMNS.items() if k not in OPTIONAL_COLUMNS}
     if all(v in header for v in needed.values()):
         return
     azure = {"arrival": "TIMESTAMP", "prompt": "ContextTokens", "output": "GeneratedTokens"}

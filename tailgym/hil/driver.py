@@ -68,15 +68,22 @@ class BlockTables:
         self.swaps[:] = swaps
 
     def _sync_ids(self, ri, cache, engine_tables) -> None:
+        """Prefix caching: take the engine's block ids; move KV over the host link for the
+        requests swapped out (from their previous blocks) or back in (to their new ones)
+        since the last sync, each of which may have happened twice within one plan."""
         swaps = ri[:, L.N_SWAP]
-        for i in np.flatnonzero(swaps > self.swaps):                # swapped out
-            held = self.gpu.pop(i, [])
-            self.host[i] = self._take(self.free_host, len(held))
-            cache.swap_out(held, self.host[i])
+        old = self.gpu
         self.gpu = {int(i): engine_tables[ri[i, L.ROW], :ri[i, L.BLOCKS]].tolist()
                     for i in np.flatnonzero(ri[:, L.ROW] >= 0)}
-        for i in [i for i in self.host if ri[i, L.HOST_BLOCKS] == 0]:  # swapped back in
-            cache.swap_in(self.host[i], self.gpu[i][:len(self.host[i])])
+        for i in np.flatnonzero(swaps > self.swaps):
+            i = int(i)
+            if i not in self.host:  # out from GPU blocks (an in-then-out keeps its host copy)
+                held = old.get(i, [])
+                self.host[i] = self._take(self.free_host, len(held))
+                cache.swap_out(held, self.host[i])
+        for i in [i for i in self.host if ri[i, L.HOST_BLOCKS] == 0]:
+            if i in self.gpu:  # back in (else recomputed since: the host copy is dropped)
+                cache.swap_in(self.host[i], self.gpu[i][:len(self.host[i])])
             self.free_host.extend(self.host.pop(i))
         self.swaps[:] = swaps
 
@@ -95,15 +102,17 @@ class HILEngine:
                  seed: int = 0):
         extra = {"dtype": dtype} if dtype else {}
         self.device = device
+        # twice the engine's host blocks: a sync copies swap-outs into fresh slots before the
+        # swap-ins of the same plan free theirs (each may reuse the other's blocks)
         self.cache = PagedKVCache(spec, config.num_gpu_blocks, config.block_size, device=device,
-                                  host_blocks=config.num_host_blocks, **extra)
+                                  host_blocks=2 * config.num_host_blocks, **extra)
         self.executor = HILExecutor(spec, self.cache, device=device, seed=seed, **extra)
         self.config = config
         self.new_episode(n_requests)
 
     def new_episode(self, n_requests: int) -> None:
         """Empty block tables for a new run (the weights and the pool stay)."""
-        self.tables = BlockTables(self.config.num_gpu_blocks, self.config.num_host_blocks,
+        self.tables = BlockTables(self.config.num_gpu_blocks, 2 * self.config.num_host_blocks,
                                   n_requests)
 
     def execute(self, st) -> float:

@@ -16,7 +16,7 @@ from .rows import Where, build, int64_ids, parse_count
 
 DEFAULT_COLUMNS = {"arrival": "arrival_s", "prompt": "prompt_tokens", "output": "output_tokens", "label": "label",
                    "hash": "hash_ids", "hashed": "hashed_tokens"}
-_OPTIONAL = ("label", "hash", "hashed")  # columns that may be absent under their default names
+OPTIONAL_COLUMNS = ("label", "hash", "hashed")  # columns that may be absent under their default names
 DEFAULT_HASH_BLOCK = 512  # tokens per content id, as in the Mooncake traces
 _KEYS = (*DEFAULT_COLUMNS, "hash_block")
 _NS_PER_DAY = 86_400 * 10**9
@@ -88,7 +88,7 @@ def _column_index(header: list[str], columns: dict[str, str], where: Where) -> d
             raise where.error(1, f"column {col!r} appears {len(hits)} times in the header")
         if hits:
             index[key] = hits[0]
-        elif key not in _OPTIONAL or col != DEFAULT_COLUMNS[key]:
+        elif key not in OPTIONAL_COLUMNS or col != DEFAULT_COLUMNS[key]:
             raise where.error(1, f"missing {key} column {col!r}; columns present: {', '.join(map(repr, header))}")
     if "hashed" in index and "hash" not in index:
         raise where.error(1, f"hashed column {header[index['hashed']]!r} needs a hash column")
