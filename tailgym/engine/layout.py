@@ -142,4 +142,4 @@ L_RUNNING = 9
 L_SWAP = 10            # blocks moved over the host link
 L_COLS = 11
 
-N_FEATURES = 5  # step-time features: const, prefill tokens, decode seqs, context tokens, prefill attention
+N_FEATURES = 8  # step-time features (tailgym.hardware.FEATURES): const, prefill tokens, decode seqs, context tokens, prefill attention, prefill seqs, knee tokens, large-step tokens
