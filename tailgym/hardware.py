@@ -2,8 +2,9 @@
 
 Step-time model
 ---------------
-Each engine step is summarised by a float64 feature vector ``x`` of length 5
-(:data:`FEATURES`):
+Each engine step is summarised by a float64 feature vector ``x`` of length 8
+(:data:`FEATURES`, computed by :func:`step_features`; the numba engine's
+``tailgym.engine.cost.batch_features`` is the same function):
 
 * ``const`` = 1;
 * ``prefill_tokens``: tokens in prefill chunks this step;
@@ -11,23 +12,67 @@ Each engine step is summarised by a float64 feature vector ``x`` of length 5
 * ``context_tokens``: sum over scheduled requests of (tokens already in the KV
   cache + new tokens), i.e. the KV that attention reads;
 * ``prefill_attention``: sum over prefill chunks of ``n * (c + n / 2)`` with
-  ``c`` tokens already computed and ``n`` the chunk size (causal query-key pairs).
+  ``c`` tokens already computed and ``n`` the chunk size (causal query-key pairs);
+* ``prefill_seqs``: number of prefill chunks (requests prefilling this step);
+* ``knee_tokens``: scheduled tokens ``s = prefill_tokens + decode_seqs`` beyond
+  :data:`STEP_KNEE_TOKENS`, ``max(0, s - 2048)``;
+* ``large_step_tokens``: ``min(s, 2 * knee_tokens)``: 0 up to 2048 scheduled
+  tokens, every token of the step from 4096 on, linear in between.
 
 The step takes ``max(compute @ x, memory @ x)`` seconds. The two coefficient
 vectors are a roofline (GEMM/attention FLOPs vs. weight and KV bytes); a purely
 linear profile puts its coefficients in ``compute`` and zeros in ``memory``.
 
-Profile JSON (``tailgym-profile/1``), units are seconds per feature unit::
+Why these features (measured on the splitwise ``perf_model.csv`` grid; medians of
+5 repeats, prefill microseconds per prompt token; prompt 1024/4096 and batch 4/16
+are grid points of the public file that the shared copy lacks, so no fit sees them)::
 
-    {"format": "tailgym-profile/1", "name": "splitwise-llama2-70b-h100-80gb-tp2",
+    llama2-70b h100 TP8   one prompt of P=  512 1024 2048 4096 8192
+                                            105   76   67   95  103
+                          B prompts of 512: B=1    2    4    8   16   32   64
+                                            105   75   65   91   99   95   90
+    llama2-70b a100 TP4   one prompt of P=  248  222  197  236  278
+                          B prompts of 512: 248  248  279  301  353  313  334
+
+1. At equal total tokens a batch of prompts costs more than one long prompt on
+   A100 (TP4: 1.12-1.42x at 1024-8192 tokens) although its attention is
+   smaller; on H100 both cost the same. Small prefill steps cost well above a
+   decode step (a 128-token prompt 58 ms, a 1-token decode 30 ms, h100 TP8).
+   Hence ``prefill_seqs``: the A100 llama2 fits charge 15-32 ms per prefill
+   sequence in the compute regime (H100: 0), all fits 12-37 ms in the memory
+   regime.
+2. Per-token cost falls up to 2048 tokens in a step and is 1.1-1.4x higher from
+   4096 tokens on (TP4, TP8, bloom; 1.03-1.08x at TP2), for one long prompt and
+   for batches alike: it depends on the step's token count, not on the prompts.
+   The knee takes two shapes because the grid has no point between 2048 and
+   4096: ``knee_tokens`` (only the tokens past 2048 cost more; what the A100
+   fits use) and ``large_step_tokens`` (the whole step costs more; the H100 fits).
+
+Worst splitwise profile, prefill MAPE leave-one-out / on the held-out points: all
+eight features 9.3% / 9.0%; without both knee features 20.7% / 20.8%; without
+``prefill_seqs`` 11.3% / 18.1%; without ``large_step_tokens`` 11.7% / 8.1%;
+without ``knee_tokens`` 8.9% / 11.3% (decode: 5.5% / 3.2% in every case).
+``calibrate.fit`` also ties the compute regime's attention coefficient to its
+token coefficient by the model's FLOP ratio when the model is known: only two
+long single prompts would constrain it.
+
+The roofline (:func:`roofline`) gives ``prefill_seqs``, ``knee_tokens`` and
+``large_step_tokens`` coefficient 0: FLOP and byte counts have no per-sequence
+cost and no step-size threshold.
+
+Profile JSON (``tailgym-profile/2``), units are seconds per feature unit::
+
+    {"format": "tailgym-profile/2", "name": "splitwise-llama2-70b-h100-80gb-tp2",
      "model": "llama2-70b", "gpu": "h100-80gb", "tp": 2,
-     "features": ["const", "prefill_tokens", "decode_seqs", "context_tokens",
-                  "prefill_attention"],
-     "compute": [5 floats], "memory": [5 floats],
+     "features": ["const", "prefill_tokens", ...],
+     "compute": [one float per feature], "memory": [one float per feature],
      "source": "how it was made", "fit": {optional quality report}}
 
-``name`` is optional (defaults to the file stem). Shipped profiles live in
-``tailgym/profiles/`` and load by name with :func:`load_profile`.
+``features`` lists any of :data:`FEATURES` in any order; a feature it does not list
+has coefficient 0. ``tailgym-profile/1`` files (exactly the first five features)
+load unchanged and give the same step times. ``name`` is optional (defaults to
+the file stem). Shipped profiles live in ``tailgym/profiles/`` and load by name
+with :func:`load_profile`.
 """
 
 from __future__ import annotations
@@ -38,8 +83,12 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("const", "prefill_tokens", "decode_seqs", "context_tokens", "prefill_attention")
-PROFILE_FORMAT = "tailgym-profile/1"
+FEATURES = ("const", "prefill_tokens", "decode_seqs", "context_tokens", "prefill_attention",
+            "prefill_seqs", "knee_tokens", "large_step_tokens")
+FEATURES_V1 = FEATURES[:5]
+PROFILE_FORMAT = "tailgym-profile/2"
+PROFILE_FORMAT_V1 = "tailgym-profile/1"
+STEP_KNEE_TOKENS = 2048
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 GiB = 1 << 30
 MiB = 1 << 20
@@ -77,6 +126,16 @@ class ModelSpec:
     @property
     def weight_bytes(self) -> int:
         return self.n_params * self.dtype_bytes
+
+    @property
+    def flops_per_token(self) -> int:
+        """GEMM FLOPs of one token (all GPUs)."""
+        return 2 * self.n_params
+
+    @property
+    def attention_flops_per_pair(self) -> int:
+        """Attention FLOPs (QK^T and PV) of one query-key pair (all GPUs)."""
+        return 4 * self.n_layers * self.n_heads * self.head_dim
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -224,6 +283,24 @@ def kv_capacity_blocks(
     return blocks
 
 
+def knee_features(tokens):
+    """(``knee_tokens``, ``large_step_tokens``) of steps scheduling ``tokens`` tokens."""
+    over = np.maximum(np.asarray(tokens, dtype=np.float64) - STEP_KNEE_TOKENS, 0.0)
+    return over, np.minimum(tokens, 2 * over)
+
+
+def step_features(computed, new, decode) -> np.ndarray:
+    """Features (:data:`FEATURES`) of one step from per-request arrays: tokens already
+    computed, new tokens this step, and whether the request decodes (else it prefills)."""
+    c, n = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (computed, new))
+    d = np.asarray(decode, dtype=bool).reshape(-1)
+    p = ~d
+    x = np.zeros(len(FEATURES))
+    x[:6] = (1.0, n[p].sum(), d.sum(), (c + n).sum(), (n[p] * (c[p] + n[p] / 2)).sum(), p.sum())
+    x[6:] = knee_features(x[1] + x[2])
+    return x
+
+
 def _coef_vector(values, what: str) -> np.ndarray:
     v = np.array(values, dtype=np.float64)
     if v.shape != (len(FEATURES),) or not np.all(np.isfinite(v)) or np.any(v < 0):
@@ -250,11 +327,11 @@ class StepTimeModel:
         object.__setattr__(self, "memory", _coef_vector(self.memory, "memory"))
 
     def coef(self) -> np.ndarray:
-        """(2, 5) float64 C-contiguous [compute; memory], as the numba engine takes it."""
+        """(2, len(FEATURES)) float64 C-contiguous [compute; memory], as the numba engine takes it."""
         return np.ascontiguousarray(np.stack([self.compute, self.memory]), dtype=np.float64)
 
     def predict(self, x) -> np.ndarray:
-        """Step seconds for features ``x`` of shape (..., 5)."""
+        """Step seconds for features ``x`` of shape (..., len(FEATURES))."""
         x = np.asarray(x, dtype=np.float64)
         if x.shape[-1:] != (len(FEATURES),):
             raise ValueError(f"features must have shape (..., {len(FEATURES)}), got {x.shape}")
@@ -283,6 +360,7 @@ class StepTimeModel:
 
     @classmethod
     def from_json(cls, path) -> StepTimeModel:
+        """Load a ``tailgym-profile/2`` or ``/1`` file (features it does not list get coefficient 0)."""
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -294,10 +372,16 @@ class StepTimeModel:
 
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
-        if d.get("format") != PROFILE_FORMAT:
-            raise bad("format", repr(PROFILE_FORMAT))
-        if d.get("features") != list(FEATURES):
-            raise bad("features", list(FEATURES))
+        names = d.get("features")
+        if d.get("format") == PROFILE_FORMAT_V1:
+            if names != list(FEATURES_V1):
+                raise bad("features", list(FEATURES_V1))
+        elif d.get("format") == PROFILE_FORMAT:
+            if not (isinstance(names, list) and len(set(map(str, names))) == len(names) > 0
+                    and set(names) <= set(FEATURES)):
+                raise bad("features", f"distinct names from {list(FEATURES)}")
+        else:
+            raise bad("format", f"{PROFILE_FORMAT!r} or {PROFILE_FORMAT_V1!r}")
         for key in ("model", "gpu", "source"):
             if not isinstance(d.get(key), str):
                 raise bad(key, "a string")
@@ -308,10 +392,14 @@ class StepTimeModel:
             raise bad("fit", "an object")
         coefs = {}
         for key in ("compute", "memory"):
+            v = d.get(key)
+            if not (isinstance(v, list) and len(v) == len(names)):
+                raise bad(key, f"a list of {len(names)} numbers, one per entry of 'features'")
+            full = dict.fromkeys(FEATURES, 0.0) | dict(zip(names, v))
             try:
-                coefs[key] = _coef_vector(d.get(key), key)
+                coefs[key] = _coef_vector([full[f] for f in FEATURES], key)
             except (TypeError, ValueError):
-                raise bad(key, f"a list of {len(FEATURES)} finite non-negative numbers") from None
+                raise bad(key, "finite non-negative numbers") from None
         return cls(
             name=str(d.get("name", path.stem)),
             source=d["source"],
@@ -334,19 +422,20 @@ def roofline(
 ) -> StepTimeModel:
     """Roofline step-time model from datasheet numbers.
 
-    compute: 2*n_params/tp FLOPs per scheduled token, 4*n_layers*n_heads*head_dim/tp
+    compute: ``flops_per_token``/tp FLOPs per scheduled token, ``attention_flops_per_pair``/tp
     FLOPs per prefill query-key pair and per context token (decode attention),
     at ``peak * mfu``. memory: weights/tp once per step plus the KV of every
     context token, at ``hbm_bw * bw_eff``. ``overhead_s`` is added to both.
-    TP communication is not modelled.
+    TP communication is not modelled; ``prefill_seqs``, ``knee_tokens`` and
+    ``large_step_tokens`` get 0 (no FLOPs or bytes of their own).
     """
     m, g = get_model(model), get_gpu(gpu)
     flops = g.peak_bf16_flops * mfu
     bw = g.hbm_bw * bw_eff
-    token_s = 2 * m.n_params / tp / flops
-    attn_s = 4 * m.n_layers * m.n_heads * m.head_dim / tp / flops
-    compute = [overhead_s, token_s, token_s, attn_s, attn_s]
-    memory = [overhead_s + m.weight_bytes / tp / bw, 0.0, 0.0, kv_bytes_per_token(m, tp) / bw, 0.0]
+    token_s = m.flops_per_token / tp / flops
+    attn_s = m.attention_flops_per_pair / tp / flops
+    compute = [overhead_s, token_s, token_s, attn_s, attn_s, 0.0, 0.0, 0.0]
+    memory = [overhead_s + m.weight_bytes / tp / bw, 0.0, 0.0, kv_bytes_per_token(m, tp) / bw, 0.0, 0.0, 0.0, 0.0]
     return StepTimeModel(
         compute=compute,
         memory=memory,

@@ -5,7 +5,7 @@ observations, ``fit`` fits and scores the model, ``cli`` is ``tailgym calibrate`
 """
 
 from tailgym.calibrate.cli import SHIPPED, build_shipped_profiles, calibrate_file, cli
-from tailgym.calibrate.fit import calibrate, fit_max_affine, holdout_errors, nnls
+from tailgym.calibrate.fit import calibrate, fit_max_affine, holdout_errors, nnls, regimes
 from tailgym.calibrate.readers import (
     READERS,
     TAILGYM_COLUMNS,
@@ -19,6 +19,6 @@ from tailgym.calibrate.readers import (
 
 __all__ = [
     "READERS", "SHIPPED", "TAILGYM_COLUMNS", "CalibrationError", "Observations", "build_shipped_profiles",
-    "calibrate", "calibrate_file", "cli", "fit_max_affine", "holdout_errors", "nnls", "read_splitwise",
+    "calibrate", "calibrate_file", "cli", "fit_max_affine", "holdout_errors", "nnls", "read_splitwise", "regimes",
     "read_tailgym_csv", "read_vidur_mlp", "write_tailgym_csv",
 ]

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tailgym.calibrate.fit import calibrate, holdout_errors
+from tailgym.calibrate.fit import calibrate
 from tailgym.calibrate.readers import READERS, CalibrationError
 from tailgym.data import DATASETS, DataError, data_path
 from tailgym.hardware import PROFILES_DIR, StepTimeModel
@@ -32,29 +32,39 @@ def resolve(file: str, data_dir=None) -> Path:
     raise CalibrationError(f"{file}: no such file, and not a data set name ({', '.join(sorted(DATASETS))})")
 
 
+def _label(file: str, path: Path) -> str:
+    return file if file in DATASETS else path.name
+
+
 def calibrate_file(file: str, fmt: str, model: str, gpu: str, tp: int, *, name: str | None = None,
                    holdout: str | None = None, data_dir=None) -> StepTimeModel:
-    """Read ``file`` (path or data set name) in format ``fmt`` and fit; ``holdout`` adds holdout_* errors."""
+    """Read ``file`` (path or data set name) in format ``fmt`` and fit; ``holdout`` (a file in the
+    same format) measures holdout_* on its grid points the fit never saw."""
     read = READERS[fmt]
     path = resolve(file, data_dir)
-    label = file if file in DATASETS else path.name
-    profile = calibrate(
-        read(path, model, gpu, tp), model=model, gpu=gpu, tp=tp, name=name,
-        source=f"tailgym calibrate {label} --format {fmt} --model {model} --gpu {gpu} --tp {tp}",
-    )
+    source = f"tailgym calibrate {_label(file, path)} --format {fmt} --model {model} --gpu {gpu} --tp {tp}"
+    held = None
     if holdout is not None:
-        profile.fit.update(holdout_errors(profile, read(resolve(holdout, data_dir), model, gpu, tp)))
-    return profile
+        hpath = resolve(holdout, data_dir)
+        held = read(hpath, model, gpu, tp)
+        source += f" --holdout {_label(holdout, hpath)}"
+    return calibrate(read(path, model, gpu, tp), model=model, gpu=gpu, tp=tp, name=name, source=source, holdout=held)
 
 
-def build_shipped_profiles(out_dir=PROFILES_DIR, *, data_dir=None) -> list[Path]:
-    """Refit every profile in :data:`SHIPPED` from its data set and write them to ``out_dir``."""
+def build_shipped_profiles(out_dir=PROFILES_DIR, *, data_dir=None, splitwise_holdout: str | None = None) -> list[Path]:
+    """Refit every profile in :data:`SHIPPED` from its data set and write them to ``out_dir``.
+
+    ``splitwise_holdout``: a splitwise ``perf_model.csv`` with grid points the data set lacks
+    (the public original has prompt 1024/4096 at batch 1 and batch 4/16 at prompt 512): the
+    splitwise profiles' holdout. The vidur profiles hold out the rows their ladder skips.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for dataset, fmt, prefix, model, gpu, tp in SHIPPED:
         name = f"{prefix}-{model}-{gpu}-tp{tp}"
-        profile = calibrate_file(dataset, fmt, model, gpu, tp, name=name, data_dir=data_dir)
+        holdout = splitwise_holdout if fmt == "splitwise" else None
+        profile = calibrate_file(dataset, fmt, model, gpu, tp, name=name, holdout=holdout, data_dir=data_dir)
         paths.append(profile.to_json(out_dir / f"{name}.json"))
         print(summary(profile, paths[-1]))
     return paths
@@ -78,6 +88,9 @@ def summary(profile: StepTimeModel, path) -> str:
         if f"{prefix}mape_prompt" in r:
             prefill, decode = ((_pct(r, f"{prefix}mape_{k}"), _pct(r, f"{prefix}max_err_{k}")) for k in ("prompt", "token"))
             lines.append(f"  {label:13s} prefill MAPE {prefill[0]} (max {prefill[1]}), decode MAPE {decode[0]} (max {decode[1]})")
+    if "holdout_file" in r:
+        lines[-1] += (f" on {r['holdout_n_points_prompt']} + {r['holdout_n_points_token']} unseen points "
+                      f"of {r['holdout_file']}")
     return "\n".join(lines)
 
 
@@ -93,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default 1)")
     p.add_argument("-o", "--output", help="profile JSON to write")
     p.add_argument("--name", help="profile name (default: the output file's stem)")
-    p.add_argument("--holdout", metavar="FILE2", help="also report errors on FILE2 (same format)")
+    p.add_argument("--holdout", metavar="FILE2",
+                   help="also report errors on the grid points of FILE2 (same format) that FILE lacks; with "
+                        "--rebuild-shipped: a splitwise perf_model.csv with more grid points (the public original)")
     p.add_argument("--json", metavar="REPORT", help="write the quality report as JSON")
     p.add_argument("--data-dir", help="data directory for data set names (default $TAILGYM_DATA_DIR)")
     p.add_argument("--rebuild-shipped", nargs="?", const=str(PROFILES_DIR), metavar="DIR",
@@ -112,7 +127,7 @@ def cli(argv: list[str] | None = None) -> int:
             parser.error(f"missing {', '.join(missing)}")
     try:
         if args.rebuild_shipped is not None:
-            build_shipped_profiles(args.rebuild_shipped, data_dir=args.data_dir)
+            build_shipped_profiles(args.rebuild_shipped, data_dir=args.data_dir, splitwise_holdout=args.holdout)
             return 0
         out = Path(args.output)
         profile = calibrate_file(args.file, args.format, args.model, args.gpu, args.tp,

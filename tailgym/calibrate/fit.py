@@ -1,4 +1,4 @@
-"""Robust fit of the step-time model, outlier detection and leave-one-out quality.
+"""Robust fit of the step-time model, outlier detection, leave-one-out and holdout quality.
 
 Method, per (model, GPU, TP):
 
@@ -9,15 +9,20 @@ Method, per (model, GPU, TP):
    alternating assignment (each point goes to the regime that predicts more)
    and non-negative least squares on relative errors, reweighted for a Huber
    loss on relative errors (``HUBER_DELTA``), from several starting splits by
-   token count. The compute regime uses const, scheduled tokens (a prefill
-   token and a decode token cost the same GEMM FLOPs) and prefill attention;
-   the memory regime const (weights), prefill tokens, decode seqs and context
-   tokens (KV reads).
+   token count. The compute regime (:func:`regimes`) uses const, scheduled
+   tokens (a prefill token and a decode token cost the same GEMM FLOPs) plus
+   prefill attention at the model's attention/GEMM FLOP ratio (a free column
+   when the model is not in :data:`tailgym.hardware.MODELS`), prefill seqs and
+   the two knee features; the memory regime const (weights), decode seqs,
+   context tokens (KV reads) and prefill seqs.
 3. Every grid point is predicted by a fit to the others (leave-one-out). The
    worst point, if off by more than a factor ``1 + POINT_TOL``, is an outlier:
    it is dropped and the loop repeats. The last round's errors are the
    leave-one-out quality report, split into prefill (steps with prefill
    tokens) and decode points.
+4. Holdout: the fitted profile predicts grid points it never saw (steps a
+   reader flags as holdout, and those of a second file that are not training
+   grid points); ``holdout_*`` in the report.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tailgym.calibrate.readers import CalibrationError, Observations
-from tailgym.hardware import StepTimeModel
+from tailgym.hardware import FEATURES, MODELS, StepTimeModel
 
 REPEAT_TOL = 0.25
 POINT_TOL = 0.5
@@ -36,9 +41,39 @@ N_STARTS = 8
 MAX_ITER = 100
 MIN_POINTS = 4
 
-# Columns of each regime as combinations of the 5 features (x @ basis).
-COMPUTE_BASIS = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]], dtype=np.float64)
-MEMORY_BASIS = np.eye(5)[:, :4]
+_F = {name: i for i, name in enumerate(FEATURES)}
+
+
+@dataclass(frozen=True)
+class Regimes:
+    """Columns of each regime as combinations of the features (``x @ compute`` is the compute
+    regime's design matrix)."""
+
+    compute: np.ndarray
+    memory: np.ndarray
+
+
+def _basis(columns) -> np.ndarray:
+    basis = np.zeros((len(FEATURES), len(columns)))
+    for j, weights in enumerate(columns):
+        for name, w in weights.items():
+            basis[_F[name], j] = w
+    return basis
+
+
+def regimes(model: str | None = None) -> Regimes:
+    """The fit's regime columns; ``model`` (a name in ``MODELS``) ties prefill attention to tokens."""
+    spec = MODELS.get(model)
+    tokens = {"prefill_tokens": 1.0, "decode_seqs": 1.0}
+    if spec is not None:
+        tokens["prefill_attention"] = spec.attention_flops_per_pair / spec.flops_per_token
+        attention = []
+    else:
+        attention = [{"prefill_attention": 1.0}]
+    compute = [{"const": 1.0}, tokens, *attention,
+               *({name: 1.0} for name in ("prefill_seqs", "knee_tokens", "large_step_tokens"))]
+    memory = [{name: 1.0} for name in ("const", "decode_seqs", "context_tokens", "prefill_seqs")]
+    return Regimes(_basis(compute), _basis(memory))
 
 
 def nnls(a: np.ndarray, b: np.ndarray, tol: float = 1e-10) -> np.ndarray:
@@ -88,17 +123,20 @@ class MaxAffineFit:
 
 
 def _starts(x: np.ndarray) -> list[np.ndarray]:
-    tokens = x[:, 1] + x[:, 2]
+    tokens = x[:, _F["prefill_tokens"]] + x[:, _F["decode_seqs"]]
     cuts = np.unique(np.quantile(tokens, np.linspace(0, 1, N_STARTS)))
     return [np.ones(len(x), dtype=bool)] + [tokens > c for c in cuts]
 
 
-def fit_max_affine(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> MaxAffineFit:
+def fit_max_affine(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None,
+                   basis: Regimes | None = None) -> MaxAffineFit:
     """Robust fit of max(compute @ x, memory @ x) to times ``y`` (see module docstring).
 
-    ``start`` (bool per point: compute regime) replaces the default starting splits.
+    ``start`` (bool per point: compute regime) replaces the default starting splits;
+    ``basis`` defaults to ``regimes()`` (attention a free column).
     """
-    ac, am = x @ COMPUTE_BASIS, x @ MEMORY_BASIS
+    basis = basis or regimes()
+    ac, am = x @ basis.compute, x @ basis.memory
     best = None
     for in_c in [start] if start is not None else _starts(x):
         w, pred = np.ones(len(y)), y
@@ -115,7 +153,7 @@ def fit_max_affine(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None
                 break
         loss = float(np.sum(np.where(e <= HUBER_DELTA, e * e / 2, HUBER_DELTA * (e - HUBER_DELTA / 2))))
         if best is None or loss < best.loss:
-            best = MaxAffineFit(COMPUTE_BASIS @ cc, MEMORY_BASIS @ cm, in_c, loss)
+            best = MaxAffineFit(basis.compute @ cc, basis.memory @ cm, in_c, loss)
     return best
 
 
@@ -169,40 +207,46 @@ def error_summary(x: np.ndarray, rel_err: np.ndarray, prefix: str) -> dict:
     return out
 
 
-def _leave_one_out(g: Grid, keep: np.ndarray, full: MaxAffineFit) -> np.ndarray:
+def _leave_one_out(g: Grid, keep: np.ndarray, full: MaxAffineFit, basis: Regimes) -> np.ndarray:
     err = np.full(len(g.seconds), np.nan)
     kept = np.flatnonzero(keep)
     for j, i in enumerate(kept):
         others = np.delete(kept, j)
-        f = fit_max_affine(g.x[others], g.seconds[others], start=np.delete(full.in_compute, j))
+        f = fit_max_affine(g.x[others], g.seconds[others], start=np.delete(full.in_compute, j), basis=basis)
         err[i] = f.predict(g.x[i]) / g.seconds[i] - 1
     return err
 
 
 def calibrate(obs: Observations, *, model: str, gpu: str, tp: int, name: str | None = None,
-              source: str = "") -> StepTimeModel:
-    """Fit a :class:`StepTimeModel` to ``obs``; its ``fit`` field holds the quality report."""
-    g = make_grid(obs)
+              source: str = "", holdout: Observations | None = None) -> StepTimeModel:
+    """Fit a :class:`StepTimeModel` to the steps of ``obs`` not flagged ``holdout``; its ``fit``
+    field holds the quality report. ``holdout_*`` is measured on the grid points of ``holdout``
+    (default: the flagged steps of ``obs``) that the fit never saw."""
+    train = obs.subset(~obs.holdout) if obs.holdout.any() else obs
+    if holdout is None and obs.holdout.any():
+        holdout = obs.subset(obs.holdout)
+    g = make_grid(train)
     if len(g.seconds) < MIN_POINTS:
         raise CalibrationError(f"{obs.file}: need at least {MIN_POINTS} distinct steps, got {len(g.seconds)}")
+    basis = regimes(model)
     outliers = list(obs.rejected) + g.outliers
     keep = np.ones(len(g.seconds), dtype=bool)
     while True:
-        full = fit_max_affine(g.x[keep], g.seconds[keep])
-        loo = _leave_one_out(g, keep, full)
+        full = fit_max_affine(g.x[keep], g.seconds[keep], basis=basis)
+        loo = _leave_one_out(g, keep, full, basis)
         worst = int(np.nanargmax(np.abs(np.log1p(loo))))
         if abs(np.log1p(loo[worst])) <= np.log1p(POINT_TOL) or keep.sum() <= MIN_POINTS:
             break
         keep[worst] = False
         idx = g.members[worst]
         outliers.append(
-            f"{obs.file} {_line_list(obs.lines[idx])}: {obs.desc[idx[0]]} = {g.seconds[worst] * 1e3:.1f} ms, "
+            f"{obs.file} {_line_list(train.lines[idx])}: {train.desc[idx[0]]} = {g.seconds[worst] * 1e3:.1f} ms, "
             f"{loo[worst]:+.0%} off when predicted from the other points"
         )
     in_sample = full.predict(g.x) / g.seconds - 1
     in_sample[~keep] = np.nan
     report = {
-        "n_rows": int(len(np.unique(obs.lines)) + len(obs.rejected)),
+        "n_rows": int(len(np.unique(train.lines)) + len(obs.rejected)),
         "n_points": int(keep.sum()),
         "n_points_prompt": int(np.sum(keep & (g.x[:, 1] > 0))),
         "n_points_token": int(np.sum(keep & (g.x[:, 1] == 0))),
@@ -210,7 +254,7 @@ def calibrate(obs: Observations, *, model: str, gpu: str, tp: int, name: str | N
         **error_summary(g.x, in_sample, "fit_"),
         "outliers": outliers,
     }
-    return StepTimeModel(
+    profile = StepTimeModel(
         compute=full.compute,
         memory=full.memory,
         name=name or f"{model}-{gpu}-tp{tp}",
@@ -220,9 +264,20 @@ def calibrate(obs: Observations, *, model: str, gpu: str, tp: int, name: str | N
         tp=tp,
         fit=report,
     )
+    if holdout is not None:
+        report.update(holdout_errors(profile, holdout, seen=g.x))
+    return profile
 
 
-def holdout_errors(profile: StepTimeModel, obs: Observations) -> dict:
-    """``holdout_mape_*`` / ``holdout_max_err_*`` of ``profile`` on the grid points of ``obs``."""
+def holdout_errors(profile: StepTimeModel, obs: Observations, seen: np.ndarray | None = None) -> dict:
+    """``holdout_*`` report of ``profile`` on the grid points of ``obs`` that are not rows of
+    ``seen`` (the training grid): point counts, MAPE and max |error| for prefill and decode."""
     g = make_grid(obs)
-    return error_summary(g.x, profile.predict(g.x) / g.seconds - 1, "holdout_")
+    new = np.ones(len(g.seconds), dtype=bool) if seen is None else ~(g.x[:, None, :] == seen[None]).all(-1).any(-1)
+    err = np.where(new, profile.predict(g.x) / g.seconds - 1, np.nan)
+    return {
+        "holdout_file": obs.file,
+        "holdout_n_points_prompt": int(np.sum(new & (g.x[:, 1] > 0))),
+        "holdout_n_points_token": int(np.sum(new & (g.x[:, 1] == 0))),
+        **error_summary(g.x, err, "holdout_"),
+    }

@@ -1,27 +1,30 @@
 """Readers turning GPU timing files into step observations (features, seconds).
 
-Three formats:
+Features are :data:`tailgym.hardware.FEATURES`, computed by
+:func:`tailgym.hardware.step_features`. Three formats:
 
 * ``splitwise``: splitwise-sim ``perf_model.csv`` end-to-end timings. A row
   (batch B, prompt P, T generated tokens) gives one prefill step, ``prompt_time``
-  with x = [1, B*P, 0, B*P, B*P*P/2] (B fresh prompts: c = 0, n = P), and one
-  decode step, ``token_time`` (mean ms per decode iteration) with
-  x = [1, 0, B, B*(P + T/2), 0]: decode k = 1..T-1 reads P + k tokens of KV,
-  whose mean is P + T/2. ``e2e_time`` is only used to drop broken runs: a row
-  whose e2e_time exceeds ``E2E_BROKEN_FACTOR`` x (prompt_time + T*token_time)
-  did not run as one batch (the batch-64 runs at TP2: 64 x 640 tokens is about
-  llama2-70b's whole KV capacity there) and both its observations are
-  reported as outliers. A shorter e2e_time is
-  normal (generation stopped early) and is not used.
+  (B fresh prompts of P tokens: c = 0, n = P), and one decode step,
+  ``token_time`` (mean ms per decode iteration): B decodes whose context is the
+  mean P + T/2 (decode k = 1..T-1 reads P + k tokens of KV). ``e2e_time`` is
+  only used to drop broken runs: a row whose e2e_time exceeds
+  ``E2E_BROKEN_FACTOR`` x (prompt_time + T*token_time) did not run as one batch
+  (the batch-64 runs at TP2: 64 x 640 tokens is about llama2-70b's whole KV
+  capacity there) and both its observations are reported as outliers. A
+  shorter e2e_time is normal (generation stopped early) and is not used.
 * ``vidur-mlp``: vidur per-operator profiles of one layer's non-attention ops
   vs ``num_tokens``. Synthetic steps on a geometric ladder of token counts
   (one prefill of n tokens; n decodes at each of ``VIDUR_DECODE_CONTEXTS``)
   cost ``n_layers`` x the summed operator medians (vidur's block sum, no
   embedding) plus the roofline's attention terms and per-step overhead
   (:func:`tailgym.hardware.roofline`). TP communication is not in the data.
+  The steps of the rows the ladder skips are returned too, flagged ``holdout``:
+  grid points the fit never sees.
 * ``tailgym``: our profiler's CSV, one row per measured step with columns
-  :data:`TAILGYM_COLUMNS` (features as defined in :mod:`tailgym.hardware`,
-  ``step_time_ms`` wall time of the step in milliseconds).
+  :data:`TAILGYM_COLUMNS` (the features up to ``prefill_seqs``; the knee
+  features follow from the token counts), ``step_time_ms`` the wall time of the
+  step in milliseconds.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tailgym.hardware import FEATURES, default_engine_knobs, get_gpu, get_model, roofline
+from tailgym.hardware import (FEATURES, default_engine_knobs, get_gpu, get_model, knee_features, roofline,
+                              step_features)
 
 E2E_BROKEN_FACTOR = 2.0
 VIDUR_GRID_RATIO = 1.25
@@ -41,7 +45,8 @@ VIDUR_LAYER_OPS = (
     "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
     "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj", "add",
 )
-TAILGYM_COLUMNS = ("model", "gpu", "tp", *FEATURES[1:], "step_time_ms")
+CSV_FEATURES = FEATURES[1:FEATURES.index("knee_tokens")]
+TAILGYM_COLUMNS = ("model", "gpu", "tp", *CSV_FEATURES, "step_time_ms")
 
 
 class CalibrationError(ValueError):
@@ -50,9 +55,10 @@ class CalibrationError(ValueError):
 
 @dataclass
 class Observations:
-    """Measured steps: features ``x`` (n, 5), ``seconds`` (n,), and for reports the
-    file, its line numbers and a description of each step's grid point.
-    ``rejected`` lists rows dropped by the reader's sanity checks."""
+    """Measured steps: features ``x`` (n, len(FEATURES)), ``seconds`` (n,), and for reports
+    the file, its line numbers and a description of each step's grid point.
+    ``rejected`` lists rows dropped by the reader's sanity checks; ``holdout`` (n,) marks
+    steps kept out of the fit to measure it (default none)."""
 
     file: str
     x: np.ndarray
@@ -60,6 +66,16 @@ class Observations:
     lines: np.ndarray
     desc: list[str]
     rejected: list[str] = field(default_factory=list)
+    holdout: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.holdout is None:
+            self.holdout = np.zeros(len(self.seconds), dtype=bool)
+
+    def subset(self, sel) -> Observations:
+        """The steps selected by the boolean mask ``sel`` (no rejected rows, no holdout flags)."""
+        return Observations(self.file, self.x[sel], self.seconds[sel], self.lines[sel],
+                            [d for d, k in zip(self.desc, sel) if k])
 
 
 def _read_rows(path: Path, required) -> list[tuple[int, dict]]:
@@ -94,7 +110,7 @@ def _select(path, rows, keys: dict) -> list:
     return chosen
 
 
-def _observations(path, steps, rejected) -> Observations:
+def _observations(path, steps, rejected, holdout=None) -> Observations:
     x, s, lines, desc = zip(*steps) if steps else ((), (), (), ())
     return Observations(
         file=Path(path).name,
@@ -103,7 +119,19 @@ def _observations(path, steps, rejected) -> Observations:
         lines=np.array(lines, dtype=np.int64),
         desc=list(desc),
         rejected=rejected,
+        holdout=None if holdout is None else np.array(holdout, dtype=bool),
     )
+
+
+def _prefill(batch, prompt) -> np.ndarray:
+    """Features of ``batch`` fresh prompts of ``prompt`` tokens each."""
+    return step_features(np.zeros(int(batch)), np.full(int(batch), prompt), np.zeros(int(batch), dtype=bool))
+
+
+def _decode(batch, context) -> np.ndarray:
+    """Features of ``batch`` decodes that each read ``context`` tokens of KV (the new one included)."""
+    b = int(batch)
+    return step_features(np.full(b, context - 1.0), np.ones(b), np.ones(b, dtype=bool))
 
 
 def read_splitwise(path, model: str, gpu: str, tp: int) -> Observations:
@@ -123,9 +151,8 @@ def read_splitwise(path, model: str, gpu: str, tp: int) -> Observations:
                 f"{e2e_ms / expected:.1f}x prompt_time + token_size*token_time; broken run dropped"
             )
             continue
-        steps.append(([1, b * p, 0, b * p, b * p * p / 2], prompt_ms / 1e3, line, f"prompt_time at {point}"))
-        steps.append(([1, 0, b, b * (p + t / 2), 0], token_ms / 1e3, line,
-                      f"token_time at {point} token_size={t:g}"))
+        steps.append((_prefill(b, p), prompt_ms / 1e3, line, f"prompt_time at {point}"))
+        steps.append((_decode(b, p + t / 2), token_ms / 1e3, line, f"token_time at {point} token_size={t:g}"))
     return _observations(path, steps, rejected)
 
 
@@ -160,22 +187,28 @@ def read_vidur_mlp(path, model: str, gpu: str, tp: int) -> Observations:
     attention = roofline(m, g, tp)
     tokens = np.array(sorted(by_tokens))
     max_seqs = default_engine_knobs(g)["max_num_seqs"]
-    candidates = [(n, [1, n, 0, n, n * n / 2], f"prefill of {n:g} tokens")
-                  for n in _geometric_ladder(tokens[tokens <= m.max_context], VIDUR_GRID_RATIO)]
-    candidates += [(n, [1, 0, n, n * (c + 1), 0], f"{n:g} decodes at context {c}")
-                   for n in _geometric_ladder(tokens[tokens <= max_seqs], VIDUR_GRID_RATIO)
-                   for c in VIDUR_DECODE_CONTEXTS if c < m.max_context]
-    steps = []
-    for n, x, desc in candidates:
+    prefills, decodes = tokens[tokens <= m.max_context], tokens[tokens <= max_seqs]
+    candidates = [(n, _prefill(1, n), f"prefill of {n:g} tokens", on_ladder)
+                  for n, on_ladder in _split_ladder(prefills)]
+    candidates += [(n, _decode(n, c + 1), f"{n:g} decodes at context {c}", on_ladder)
+                   for n, on_ladder in _split_ladder(decodes) for c in VIDUR_DECODE_CONTEXTS if c < m.max_context]
+    steps, holdout = [], []
+    for n, x, desc, on_ladder in candidates:
         line, layers_s = by_tokens[n]
-        _, _, _, context, pairs = x
         extra = (
             attention.compute[0]  # per-step overhead
-            + attention.compute[3] * context + attention.compute[4] * pairs  # attention FLOPs
-            + attention.memory[3] * context  # KV reads
+            + attention.compute[3] * x[3] + attention.compute[4] * x[4]  # attention FLOPs
+            + attention.memory[3] * x[3]  # KV reads
         )
         steps.append((x, layers_s + extra, line, f"{desc} (num_tokens={n:g})"))
-    return _observations(path, steps, [])
+        holdout.append(not on_ladder)
+    return _observations(path, steps, [], holdout)
+
+
+def _split_ladder(values):
+    """(value, on the ``VIDUR_GRID_RATIO`` ladder) for each distinct value."""
+    ladder = set(_geometric_ladder(values, VIDUR_GRID_RATIO))
+    return [(v, v in ladder) for v in np.unique(values)]
 
 
 def read_tailgym_csv(path, model: str, gpu: str, tp: int) -> Observations:
@@ -184,16 +217,18 @@ def read_tailgym_csv(path, model: str, gpu: str, tp: int) -> Observations:
     rows = _select(path, _read_rows(path, TAILGYM_COLUMNS), {"model": model, "gpu": gpu, "tp": tp})
     steps = []
     for line, r in rows:
-        x = [1.0] + [_num(path, line, r, c, positive=False) for c in FEATURES[1:]]
+        x = [1.0] + [_num(path, line, r, c, positive=False) for c in CSV_FEATURES]
         if x[1] + x[2] == 0:
             raise CalibrationError(f"{path}: line {line}: a step needs prefill_tokens or decode_seqs > 0")
-        desc = " ".join(f"{c}={v:g}" for c, v in zip(FEATURES[1:], x[1:]))
-        steps.append((x, _num(path, line, r, "step_time_ms") / 1e3, line, f"step {desc}"))
+        desc = " ".join(f"{c}={v:g}" for c, v in zip(CSV_FEATURES, x[1:]))
+        steps.append(([*x, *knee_features(x[1] + x[2])], _num(path, line, r, "step_time_ms") / 1e3, line,
+                      f"step {desc}"))
     return _observations(path, steps, [])
 
 
 def write_tailgym_csv(path, x, step_time_ms, *, model: str, gpu: str, tp: int, append: bool = False) -> Path:
-    """Write measured steps (features ``x`` (n, 5) with x[:, 0] = 1, times in ms) as a tailgym CSV.
+    """Write measured steps (features ``x`` (n, len(FEATURES)) with x[:, 0] = 1, times in ms) as a
+    tailgym CSV (the columns :data:`TAILGYM_COLUMNS`).
 
     With ``append`` the rows go after an existing file's rows (header written once).
     """
@@ -208,7 +243,7 @@ def write_tailgym_csv(path, x, step_time_ms, *, model: str, gpu: str, tp: int, a
         if header:
             w.writerow(TAILGYM_COLUMNS)
         for xi, t in zip(x, ms):
-            w.writerow([model, gpu, tp, *(f"{v:.17g}" for v in xi[1:]), f"{t:.17g}"])
+            w.writerow([model, gpu, tp, *(f"{v:.17g}" for v in xi[1:len(CSV_FEATURES) + 1]), f"{t:.17g}"])
     return path
 
 

@@ -1,20 +1,28 @@
 """Step-time model inside the engine: the features of a batch and the time they cost
 (the feature set and coefficient layout are documented in ``tailgym.hardware``)."""
+import numpy as np
 from numba import njit
 
+from ..hardware import STEP_KNEE_TOKENS
 from .layout import B_CONTEXT, B_DECODE, B_NEW
+
+
+@njit(cache=True, inline="always")
+def _knee(x, tokens):
+    """Fill the knee features x[6], x[7] of a step scheduling ``tokens`` tokens."""
+    over = max(tokens - STEP_KNEE_TOKENS, 0.0)
+    x[6] = over
+    x[7] = min(tokens, 2.0 * over)
 
 
 @njit(cache=True, inline="always")
 def batch_features(batch, nb, x):
     """Fill ``x`` with the step-time features of the first ``nb`` batch entries (rows
     ``B_*`` of ``layout``): const, prefill tokens, decode sequences, context tokens read,
-    prefill attention (causal query-key pairs)."""
+    prefill attention (causal query-key pairs), prefill sequences, knee tokens, large-step
+    tokens (``tailgym.hardware.step_features``)."""
+    x[:] = 0.0
     x[0] = 1.0
-    x[1] = 0.0
-    x[2] = 0.0
-    x[3] = 0.0
-    x[4] = 0.0
     for b in range(nb):
         n = batch[B_NEW, b]
         c = batch[B_CONTEXT, b]
@@ -25,6 +33,8 @@ def batch_features(batch, nb, x):
             x[1] += n
             x[3] += c + n
             x[4] += n * (c + 0.5 * n)
+            x[5] += 1.0
+    _knee(x, x[1] + x[2])
 
 
 @njit(cache=True, inline="always")
@@ -40,8 +50,13 @@ def step_time(coef, x):
 
 @njit(cache=True)
 def recompute_seconds(coef, tokens):
-    """Marginal step time of prefilling ``tokens`` again (constant term excluded)."""
+    """Marginal step time of prefilling ``tokens`` again as one fresh sequence in a step of
+    its own (constant term excluded)."""
     c = float(tokens)
-    compute = coef[0, 1] * c + coef[0, 3] * c + coef[0, 4] * 0.5 * c * c
-    memory = coef[1, 1] * c + coef[1, 3] * c + coef[1, 4] * 0.5 * c * c
-    return max(compute, memory)
+    x = np.zeros(coef.shape[1])
+    x[1] = c
+    x[3] = c
+    x[4] = 0.5 * c * c
+    x[5] = 1.0
+    _knee(x, c)
+    return step_time(coef, x)

@@ -184,4 +184,4 @@ BL_COLS = 4
 BLK_SCHEDULED = 0
 BLK_PREEMPTED = 1
 
-N_FEATURES = 5  # step-time features: const, prefill tokens, decode seqs, context tokens, prefill attention
+N_FEATURES = 8  # step-time features (tailgym.hardware.FEATURES): const, prefill tokens, decode seqs, context tokens, prefill attention, prefill seqs, knee tokens, large-step tokens

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..calibrate.readers import write_tailgym_csv
+from ..hardware import FEATURES, step_features
 from .executor import HILExecutor
 from .kv_cache import PagedKVCache
 
@@ -44,20 +45,15 @@ def mixed_contexts(batch: int, max_context: int) -> list:
 
 
 def features(shape) -> np.ndarray:
-    """The five step-time features of ``shape`` (see :mod:`tailgym.hardware`)."""
-    x = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
-    for c, n in shape:
-        if n == 1:
-            x[2:4] += (1, c + 1)
-        else:
-            x[[1, 3, 4]] += (n, c + n, n * (c + n / 2))
-    return x
+    """The step-time features of ``shape`` (:func:`tailgym.hardware.step_features`)."""
+    computed, new = np.array(shape, dtype=np.float64).reshape(-1, 2).T
+    return step_features(computed, new, new == 1)
 
 
 def profile(executor: HILExecutor, cache: PagedKVCache, shapes=None, repeats: int = 3,
             warmup: int = 1) -> np.ndarray:
-    """Time each shape ``warmup + repeats`` times; rows [repeats * shapes, 6]: the features,
-    then the step time in ms of each timed repeat. Each request gets its own blocks; shapes
+    """Time each shape ``warmup + repeats`` times; rows [repeats * shapes, len(FEATURES) + 1]:
+    the features, then the step time in ms of each timed repeat. Each request gets its own blocks; shapes
     that do not fit in ``cache`` are skipped."""
     rows = []
     for shape in default_shapes() if shapes is None else shapes:
@@ -71,10 +67,10 @@ def profile(executor: HILExecutor, cache: PagedKVCache, shapes=None, repeats: in
             seconds = executor.step(reqs)
             if k >= warmup:
                 rows.append([*x, seconds * 1e3])
-    return np.array(rows).reshape(-1, 6)
+    return np.array(rows).reshape(-1, len(FEATURES) + 1)
 
 
 def write_profile_csv(path, rows: np.ndarray, *, model: str, gpu: str, tp: int = 1, append: bool = False):
     """Write :func:`profile` rows as a tailgym profile CSV; returns the path."""
     rows = np.asarray(rows)
-    return write_tailgym_csv(path, rows[:, :5], rows[:, 5], model=model, gpu=gpu, tp=tp, append=append)
+    return write_tailgym_csv(path, rows[:, :-1], rows[:, -1], model=model, gpu=gpu, tp=tp, append=append)
