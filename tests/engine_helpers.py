@@ -8,7 +8,7 @@ from tailgym.policies import resolve
 
 def linear_coef(const=0.0, prefill=0.0, decode=0.0, context=0.0, attention=0.0):
     coef = np.zeros((2, L.N_FEATURES))
-    coef[0] = [const, prefill, decode, context, attention]
+    coef[0, :5] = [const, prefill, decode, context, attention]
     return coef
 
 

@@ -140,10 +140,10 @@ def test_profile_writes_a_csv_that_calibrates(tmp_path):
     ex, cache = make(num_blocks=512)
     shapes = default_shapes(max_tokens=64, max_batch=4, max_context=64)
     rows = profile(ex, cache, shapes=shapes, repeats=2)
-    assert rows.shape[1] == 6 and (rows[:, 5] > 0).all() and len(rows) > len(shapes)
-    np.testing.assert_array_equal(features([(16, 1), (32, 1), (10, 20)]), [1, 20, 2, 80, 20 * 20])
+    assert rows.shape[1] == 9 and (rows[:, -1] > 0).all() and len(rows) > len(shapes)
+    np.testing.assert_array_equal(features([(16, 1), (32, 1), (10, 20)]), [1, 20, 2, 80, 20 * 20, 1, 0, 0])
     path = write_profile_csv(tmp_path / "tiny.csv", rows, model="tiny", gpu="cpu")
     obs = read_tailgym_csv(path, "tiny", "cpu", 1)
-    np.testing.assert_allclose(obs.x, rows[:, :5])
+    np.testing.assert_allclose(obs.x, rows[:, :-1])
     fitted = calibrate(obs, model="tiny", gpu="cpu", tp=1)
-    assert fitted.predict(rows[:1, :5])[0] > 0
+    assert fitted.predict(rows[:1, :-1])[0] > 0

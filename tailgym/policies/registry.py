@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..engine.layout import MODE_PREEMPTIVE, MODE_VLLM, V_LAST, V_LOWEST_PRIORITY
+from ..hardware import step_features
 from . import attained, dispatch, fcfs, ltr, online, sizes, uniboost
 
 WORK = {"alpha_p": np.nan, "alpha_d": np.nan}  # s/token; nan = from the step-time model
@@ -214,8 +215,8 @@ def work_units(coef: np.ndarray, batch: int = 64, context: int = 1024) -> tuple[
         x = np.asarray(x, dtype=np.float64)
         return float(max(coef[0] @ x, coef[1] @ x))
     chunk = 2048
-    alpha_p = step([1, chunk, 0, chunk, chunk * chunk / 2]) / chunk
-    alpha_d = step([1, 0, batch, batch * (context + 1), 0]) / batch
+    alpha_p = step(step_features([0], [chunk], [False])) / chunk
+    alpha_d = step(step_features(np.full(batch, context), np.ones(batch), np.ones(batch, dtype=bool))) / batch
     return alpha_p, alpha_d
 
 

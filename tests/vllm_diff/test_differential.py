@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tailgym
-from tailgym.hardware import FEATURES
+from tailgym.hardware import FEATURES, PROFILE_FORMAT
 from tailgym.sim import prepare
 
 from .reference import run_vllm
@@ -45,7 +45,7 @@ def clock_profile(path):
     """A profile whose step time is 10 ms + 0.2 ms per scheduled token."""
     coef = dict(zip(FEATURES, [0.0] * len(FEATURES)),
                 const=CONST_S, prefill_tokens=PER_TOKEN_S, decode_seqs=PER_TOKEN_S)
-    path.write_text(json.dumps({"format": "tailgym-profile/1", "name": "vllm-diff-clock",
+    path.write_text(json.dumps({"format": PROFILE_FORMAT, "name": "vllm-diff-clock",
                                 "model": "llama3-8b", "gpu": "h100-80gb", "tp": 1,
                                 "features": list(FEATURES),
                                 "compute": [coef[f] for f in FEATURES],
