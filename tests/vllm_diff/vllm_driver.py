@@ -219,17 +219,16 @@ def build_scheduler(sc, model_dir, label):
     except ValueError as e:  # pydantic's ValidationError: settings vLLM refuses
         msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
         raise ScenarioError(f"{label}: vLLM refuses the settings: {msg}") from None
-    got = {"async_scheduling": vllm_cfg.scheduler_config.async_scheduling,
-           "enable_prefix_caching": vllm_cfg.cache_config.enable_prefix_caching,
-           "enable_chunked_prefill": vllm_cfg.scheduler_config.enable_chunked_prefill,
-           "scheduler_reserve_full_isl": vllm_cfg.scheduler_config.scheduler_reserve_full_isl,
-           "max_num_batched_tokens": vllm_cfg.scheduler_config.max_num_batched_tokens,
-           "max_num_seqs": vllm_cfg.scheduler_config.max_num_seqs,
-           "max_model_len": vllm_cfg.model_config.max_model_len}
+    got = {"enable_prefix_caching": vllm_cfg.cache_config.enable_prefix_caching,
+           "max_model_len": vllm_cfg.model_config.max_model_len,
+           **{k: getattr(vllm_cfg.scheduler_config, k) for k in (
+               "async_scheduling", "enable_chunked_prefill", "scheduler_reserve_full_isl",
+               "max_num_batched_tokens", "max_num_seqs", "long_prefill_token_threshold",
+               "policy", "watermark")}}
     changed = {k: v for k, v in got.items() if v != sc[k]}
     if changed:
         raise ScenarioError(f"{label}: vLLM overrode settings: {changed}")
-    queue_size = vllm_cfg.max_concurrent_batches if sc["async_scheduling"] else 1
+    queue_size = vllm_cfg.max_concurrent_batches  # > 1: step_with_batch_queue
 
     vllm_cfg.cache_config.num_gpu_blocks = sc["num_gpu_blocks"]
     kv_cfg = KVCacheConfig(
