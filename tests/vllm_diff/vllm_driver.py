@@ -75,7 +75,8 @@ def _check(cond, path, where, value, why):
 
 
 def _typed(obj, key, kind, path, where):
-    _check(key in obj, path, where, None, "missing")
+    if key not in obj:
+        raise ScenarioError(f"{path}: {where}: missing")
     value = obj[key]
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     _check(ok, path, where, value, f"must be {getattr(kind, '__name__', 'a number')}")
