@@ -16,7 +16,7 @@ import tailgym
 from tailgym.hardware import FEATURES, PROFILE_FORMAT
 from tailgym.sim import prepare
 
-from .reference import run_vllm
+from reference import run_vllm_many
 
 CONST_S, PER_TOKEN_S = 0.010, 0.0002
 FLAGS_OFF = dict(async_scheduling=False, enable_prefix_caching=False,
@@ -33,7 +33,9 @@ SCENARIOS = {
                                  max_num_seqs=128, long_prefill_token_threshold=128),
     "16-seats": dict(workload=AZURE, kv_blocks=20000, max_num_batched_tokens=2048,
                      max_num_seqs=16),
+    # integer priorities: work counted in output tokens (vLLM's priority is an int)
     "priority-tight-kv": dict(workload=AZURE, policy="sjf-oracle", kv_blocks=1000,
+                              policy_args={"alpha_p": 0.0, "alpha_d": 1.0},
                               max_num_batched_tokens=2048, max_num_seqs=128),
     "mooncake-prefix": dict(workload="mooncake-conv:n=120", kv_blocks=12000,
                             max_num_batched_tokens=2048, max_num_seqs=64),
@@ -49,14 +51,16 @@ def clock_profile(path):
                                 "model": "llama3-8b", "gpu": "h100-80gb", "tp": 1,
                                 "features": list(FEATURES),
                                 "compute": [coef[f] for f in FEATURES],
-                                "memory": [0.0] * len(FEATURES)}))
+                                "memory": [0.0] * len(FEATURES),
+                                "source": "10 ms + 0.2 ms per scheduled token"}))
     return str(path)
 
 
-def run_both(name, tmp_path):
+def prepare_both(name, profile):
+    """tailgym's report and the driver's scenario for scenario ``name``."""
     knobs = dict(SCENARIOS[name])
     workload, policy = knobs.pop("workload"), knobs.pop("policy", "fcfs")
-    knobs.update(profile=clock_profile(tmp_path / "clock.json"), max_model_len=MAX_MODEL_LEN)
+    knobs.update(profile=profile, max_model_len=MAX_MODEL_LEN)
     run = prepare(workload, policy, **knobs)
     assert not run.rejected, "every request must enter both engines"
     report = tailgym.simulate(run.workload, policy, record_batches=True, check=True, **knobs)
@@ -78,7 +82,16 @@ def run_both(name, tmp_path):
                 "scheduler_reserve_full_isl": cfg.scheduler_reserve_full_isl,
                 "watermark": 0.0, "step_time": {"const": CONST_S, "per_token": PER_TOKEN_S},
                 "requests": requests}
-    return report, run_vllm(scenario)
+    return report, scenario
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every scenario through both engines (vLLM imported once for all of them)."""
+    profile = clock_profile(tmp_path_factory.mktemp("clock") / "clock.json")
+    prepared = {name: prepare_both(name, profile) for name in SCENARIOS}
+    refs = run_vllm_many([scenario for _, scenario in prepared.values()], timeout=1800)
+    return {name: (report, ref) for (name, (report, _)), ref in zip(prepared.items(), refs)}
 
 
 def first_difference(ours, theirs):
@@ -89,8 +102,8 @@ def first_difference(ours, theirs):
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_every_step_equals_vllms(name, tmp_path):
-    report, ref = run_both(name, tmp_path)
+def test_every_step_equals_vllms(name, runs):
+    report, ref = runs[name]
     ours, theirs = report.batches, ref["steps"]
     k = first_difference(ours, theirs)
     assert k is None, (f"{name}: first differing step {k} of {len(ours)} (vLLM {len(theirs)}):\n"
