@@ -1,8 +1,9 @@
 """Saturation throughput of an engine for a workload, measured by the simulator itself.
 
 ``--load RHO`` means: arrivals at RHO times the rate the engine sustains when every request
-of the workload is queued at t=0 (FCFS). Results are cached on disk by a hash of the lengths,
-the engine configuration and the step-time coefficients.
+of the workload is queued at t=0 (FCFS; shared prefixes served from the prefix cache as in a
+run). Results are cached on disk by a hash of the workload's lengths and prefix content, the
+engine configuration and the step-time coefficients.
 """
 import hashlib
 import json
@@ -15,11 +16,14 @@ from .engine import EngineState, run
 from .engine import layout as L
 from .policies import get_policy
 from .sim import admission_check
+from .workload.prefix import engine_block_keys
 
 
 def _key(workload, config, coef) -> str:
     h = hashlib.sha256()
-    for a in (workload.prompt_tokens, workload.output_tokens, np.asarray(coef, np.float64)):
+    lengths = (workload.prompt_tokens, workload.output_tokens, workload.hash_ids,
+               workload.hash_offsets, workload.hashed_tokens)  # arrivals do not matter
+    for a in (*(a for a in lengths if a is not None), np.asarray(coef, np.float64)):
         h.update(np.ascontiguousarray(a).tobytes())
     fcfs = get_policy("fcfs")
     for a in config.arrays(fcfs):
@@ -33,8 +37,11 @@ def measure_saturation(workload, config, coef) -> float:
     keep = ~refused
     if not keep.any():
         raise ValueError(f"no request of {workload.name} fits the engine; cannot measure saturation")
-    n = int(keep.sum())
-    state = EngineState(np.zeros(n), workload.prompt_tokens[keep], workload.output_tokens[keep], config)
+    kept = workload.take(np.flatnonzero(keep))
+    n = len(kept)
+    keys = engine_block_keys(kept, config.block_size) if config.enable_prefix_caching else None
+    state = EngineState(np.zeros(n), kept.prompt_tokens, kept.output_tokens, config,
+                        block_keys=keys)
     fcfs = get_policy("fcfs")
     run(state, config, coef, fcfs, fcfs.param_array())
     return n / float(state.t[L.T_NOW])
