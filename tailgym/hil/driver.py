@@ -5,8 +5,9 @@ accounting, same sync or async pipeline); ``BlockTables`` turns the engine's blo
 physical block ids of the paged KV pool (and host slots for swapped requests): with prefix
 caching the engine's own block ids, so requests with a shared prefix read the same physical
 blocks and only uncached tokens are computed; without it, ids handed out for the engine's block
-counts. The executor runs each batch on the device as it is formed, and the measured time (step
-plus KV swap copies) is its duration.
+counts. The executor runs each batch on the device as it is formed, with the tokens the engine's
+block keys give (the same tokens where prefixes are shared), and the measured time (step plus
+KV swap copies) is its duration.
 """
 import time
 
@@ -130,7 +131,7 @@ class HILEngine:
         b = st.batch
         reqs = [(int(i), int(c), int(n), self.tables.gpu[int(i)])
                 for i, n, c in zip(b[L.B_REQ, :nb], b[L.B_NEW, :nb], b[L.B_CONTEXT, :nb])]
-        return self.executor.step(reqs) + swap_s if nb else 0.0
+        return self.executor.step(reqs, (st.key_off, st.keys)) + swap_s if nb else 0.0
 
     def sync(self, st) -> None:
         """Bring the block tables in step with the engine (e.g. after the last step)."""
