@@ -5,8 +5,9 @@ accounting, same sync or async pipeline); ``BlockTables`` turns the engine's blo
 physical block ids of the paged KV pool (and host slots for swapped requests): with prefix
 caching the engine's own block ids, so requests with a shared prefix read the same physical
 blocks and only uncached tokens are computed; without it, ids handed out for the engine's block
-counts. The executor runs each batch on the device as it is formed, and the measured time (step
-plus KV swap copies) is its duration.
+counts. The executor runs each batch on the device as it is formed, with the tokens the engine's
+block keys give (the same tokens where prefixes are shared), and the measured time (step plus
+KV swap copies) is its duration.
 """
 import time
 
@@ -39,53 +40,55 @@ class BlockTables:
         return [pool.pop() for _ in range(n)]
 
     def sync(self, ri: np.ndarray, cache: PagedKVCache, engine_tables=None) -> None:
-        """Apply what the engine did since the last sync. An eviction releases all of a
-        request's blocks (swap-outs first copy them to host slots); growth takes new blocks
-        (a swap-in copies the host slots back into them). A request may be evicted and
-        re-admitted within one plan, so both halves can apply to it. ``engine_tables`` (prefix
-        caching): the engine's block tables, whose ids are used as they are."""
-        if engine_tables is not None:
-            self._sync_ids(ri, cache, engine_tables)
-            return
-        blocks, swaps = ri[:, L.BLOCKS], ri[:, L.N_SWAP]
-        changed = np.flatnonzero((blocks != self.blocks) | (swaps != self.swaps))
-        for i in changed:
-            held = self.gpu.get(i, [])
-            if swaps[i] > self.swaps[i]:                       # swapped out
+        """Apply what the engine did since the last sync, in an order right for any order of
+        the plan's evictions and admissions: host copies leaving the host (swapped back in, or
+        finished while swapped out) are staged on the device and their host slots freed;
+        swap-outs copy the blocks they held to host slots (another pass stages those swapped
+        back in within the same plan); the tables follow the engine's; the staged copies land
+        in the swapped-in requests' new blocks. ``engine_tables`` (prefix caching): the
+        engine's block tables, whose ids are used as they are; without them an eviction
+        releases all of a request's blocks and growth takes new ones."""
+        staged = self._leave_host(ri, cache)
+        swapped = ri[:, L.N_SWAP] > self.swaps
+        for i in np.flatnonzero(swapped):
+            if i not in self.host:  # else swapped back in and out again: its host copy stands
+                held = self.gpu.get(i, [])
                 self.host[i] = self._take(self.free_host, len(held))
                 cache.swap_out(held, self.host[i])
-            if swaps[i] > self.swaps[i] or blocks[i] < self.blocks[i]:
+        staged.update(self._leave_host(ri, cache))
+        if engine_tables is None:
+            self._follow_counts(ri[:, L.BLOCKS], swapped)
+        else:
+            self.gpu = {int(i): engine_tables[ri[i, L.ROW], :ri[i, L.BLOCKS]].tolist()
+                        for i in np.flatnonzero(ri[:, L.ROW] >= 0)}
+        for i, blocks in staged.items():
+            cache.store(self.gpu[i][:len(blocks)], blocks)
+        self.swaps[:] = ri[:, L.N_SWAP]
+
+    def _leave_host(self, ri, cache) -> dict:
+        """Free the host slots of requests the engine no longer keeps on the host; the staged
+        copies of those that hold GPU blocks again."""
+        staged = {}
+        for i in [i for i in self.host if ri[i, L.HOST_BLOCKS] == 0]:
+            slots = self.host.pop(i)
+            if ri[i, L.BLOCKS] > 0:
+                staged[i] = cache.fetch(slots)
+            self.free_host.extend(slots)
+        return staged
+
+    def _follow_counts(self, blocks, swapped) -> None:
+        """Block ids for the engine's block counts: evicted requests free theirs (a request
+        may be evicted and re-admitted within one plan, so both halves can apply to it)."""
+        changed = np.flatnonzero((blocks != self.blocks) | swapped)
+        for i in changed:
+            if swapped[i] or blocks[i] < self.blocks[i]:
                 self.free.extend(reversed(self.gpu.pop(i, [])))
         for i in changed:
             table = self.gpu.setdefault(i, [])
             table.extend(self._take(self.free, int(blocks[i]) - len(table)))
-            if i in self.host and ri[i, L.HOST_BLOCKS] == 0:   # swapped back in
-                cache.swap_in(self.host[i], table[:len(self.host[i])])
-                self.free_host.extend(self.host.pop(i))
             if not table:
                 del self.gpu[i]
         self.blocks[:] = blocks
-        self.swaps[:] = swaps
-
-    def _sync_ids(self, ri, cache, engine_tables) -> None:
-        """Prefix caching: take the engine's block ids; move KV over the host link for the
-        requests swapped out (from their previous blocks) or back in (to their new ones)
-        since the last sync, each of which may have happened twice within one plan."""
-        swaps = ri[:, L.N_SWAP]
-        old = self.gpu
-        self.gpu = {int(i): engine_tables[ri[i, L.ROW], :ri[i, L.BLOCKS]].tolist()
-                    for i in np.flatnonzero(ri[:, L.ROW] >= 0)}
-        for i in np.flatnonzero(swaps > self.swaps):
-            i = int(i)
-            if i not in self.host:  # out from GPU blocks (an in-then-out keeps its host copy)
-                held = old.get(i, [])
-                self.host[i] = self._take(self.free_host, len(held))
-                cache.swap_out(held, self.host[i])
-        for i in [i for i in self.host if ri[i, L.HOST_BLOCKS] == 0]:
-            if i in self.gpu:  # back in (else recomputed since: the host copy is dropped)
-                cache.swap_in(self.host[i], self.gpu[i][:len(self.host[i])])
-            self.free_host.extend(self.host.pop(i))
-        self.swaps[:] = swaps
 
 
 def _synchronize(device: str) -> None:
@@ -102,17 +105,15 @@ class HILEngine:
                  seed: int = 0):
         extra = {"dtype": dtype} if dtype else {}
         self.device = device
-        # twice the engine's host blocks: a sync copies swap-outs into fresh slots before the
-        # swap-ins of the same plan free theirs (each may reuse the other's blocks)
         self.cache = PagedKVCache(spec, config.num_gpu_blocks, config.block_size, device=device,
-                                  host_blocks=2 * config.num_host_blocks, **extra)
+                                  host_blocks=config.num_host_blocks, **extra)
         self.executor = HILExecutor(spec, self.cache, device=device, seed=seed, **extra)
         self.config = config
         self.new_episode(n_requests)
 
     def new_episode(self, n_requests: int) -> None:
         """Empty block tables for a new run (the weights and the pool stay)."""
-        self.tables = BlockTables(self.config.num_gpu_blocks, 2 * self.config.num_host_blocks,
+        self.tables = BlockTables(self.config.num_gpu_blocks, self.config.num_host_blocks,
                                   n_requests)
 
     def execute(self, st) -> float:
@@ -130,7 +131,7 @@ class HILEngine:
         b = st.batch
         reqs = [(int(i), int(c), int(n), self.tables.gpu[int(i)])
                 for i, n, c in zip(b[L.B_REQ, :nb], b[L.B_NEW, :nb], b[L.B_CONTEXT, :nb])]
-        return self.executor.step(reqs) + swap_s if nb else 0.0
+        return self.executor.step(reqs, (st.key_off, st.keys)) + swap_s if nb else 0.0
 
     def sync(self, st) -> None:
         """Bring the block tables in step with the engine (e.g. after the last step)."""

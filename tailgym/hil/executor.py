@@ -6,7 +6,10 @@ table: each multi-token chunk (prefill or recompute) on its own, the single-toke
 (decodes) batched in groups of similar context length, padded to the longest of the group
 (at most ``DECODE_PAD_RATIO`` times the shortest, which bounds the wasted reads).
 Grouped-query heads fold into the query-length axis, so every kernel call is a plain
-masked ``scaled_dot_product_attention``, the same code on CPU and CUDA.
+masked ``scaled_dot_product_attention``, the same code on CPU and CUDA. Token ids are
+pseudo-random but content-true: the same within a request on every recompute, and the same
+across requests in the blocks their workload ids share (``token_seeds``), so a request that
+reads another's cached blocks reads its own tokens' KV.
 """
 from __future__ import annotations
 
@@ -23,12 +26,31 @@ from .model import Llama
 DECODE_PAD_RATIO = 2.0
 
 
-def token_ids(request_ids: torch.Tensor, positions: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Deterministic pseudo-random token of each (request id, position): an integer hash, so
-    a recomputed request sees the same tokens on any device."""
-    h = request_ids * 0x9E3779B1 + positions * 0x85EBCA77 + 0x165667B1
+KEYED_SEED = 1 << 31  # seeds of keyed tokens lie above every request id
+
+
+def token_ids(seeds: torch.Tensor, positions: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Deterministic pseudo-random token of each (seed, position): an integer hash, so a
+    recomputed request sees the same tokens on any device (seeds: ``token_seeds``)."""
+    h = seeds * 0x9E3779B1 + positions * 0x85EBCA77 + 0x165667B1
     h = (h ^ (h >> 15)) * 0x2C1B3C6D
     return torch.remainder(h ^ (h >> 13), vocab)
+
+
+def token_seeds(requests: np.ndarray, positions: np.ndarray, block_size: int,
+                block_keys=None) -> np.ndarray:
+    """The seed of each token of request ``requests[j]`` at ``positions[j]``: in a block that
+    has a workload key (``block_keys = (offsets, keys)``, as ``engine_block_keys`` gives and
+    the engine state keeps), 31 bits of that key above ``KEYED_SEED``, so requests sharing a
+    prefix (equal keys) have the same tokens in its blocks; elsewhere the request id."""
+    seeds = np.array(requests, dtype=np.int64)
+    if block_keys is None or not len(block_keys[1]):
+        return seeds
+    offsets, keys = block_keys
+    at = offsets[seeds] + positions // block_size
+    keyed = at < offsets[seeds + 1]
+    seeds[keyed] = KEYED_SEED | (keys[at[keyed]] & (KEYED_SEED - 1))
+    return seeds
 
 
 class HILExecutor:
@@ -46,14 +68,15 @@ class HILExecutor:
         if self._cuda:
             self._events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def step(self, reqs: list[tuple[int, int, int, list[int]]]) -> float:
-        """Run one step; ``reqs`` are (request_id, computed, n_new, block_table). Returns seconds."""
+    def step(self, reqs: list[tuple[int, int, int, list[int]]], block_keys=None) -> float:
+        """Run one step; ``reqs`` are (request_id, computed, n_new, block_table), the tokens
+        seeded by ``token_seeds`` with ``block_keys``. Returns seconds."""
         if self._cuda:
             self._events[0].record()
         else:
             start = time.perf_counter()
         with torch.inference_mode():
-            ids, positions, last, attention = self._prepare(reqs)
+            ids, positions, last, attention = self._prepare(reqs, block_keys)
             self._logits = self.model(ids, positions, attention, select=last)
         if not self._cuda:
             return time.perf_counter() - start
@@ -65,7 +88,7 @@ class HILExecutor:
         """Logits [requests, vocab] of each request's last new token in the last step."""
         return self._logits
 
-    def _prepare(self, reqs):
+    def _prepare(self, reqs, block_keys):
         """Token ids, positions and last-token rows of the step, and its attention callback."""
         bs, dev = self.cache.block_size, self.device
         rid, computed, n_new = (np.array([r[i] for r in reqs], dtype=np.int64) for i in range(3))
@@ -96,7 +119,8 @@ class HILExecutor:
                 groups.append((tensor(starts[g]), tensor(tables[g, :n_blocks[g].max()]),
                                tensor(pos[starts[g]][:, None])))
         positions = tensor(pos)
-        ids = token_ids(tensor(rid[owner]), positions, self.spec.vocab)
+        ids = token_ids(tensor(token_seeds(rid[owner], pos, bs, block_keys)), positions,
+                        self.spec.vocab)
         return ids, positions, tensor(ends - 1), self._attention(tensor(slots), groups)
 
     def _attention(self, slots, groups):

@@ -44,10 +44,21 @@ class PagedKVCache:
     def swap_in(self, host_blocks: list[int], gpu_blocks: list[int]) -> None:
         """Copy host blocks ``host_blocks[j]`` to device blocks ``gpu_blocks[j]``."""
         self._check(gpu_blocks, host_blocks)
+        self.store(gpu_blocks, self.fetch(host_blocks))
+
+    def fetch(self, host_blocks: list[int]) -> torch.Tensor:
+        """Host blocks ``host_blocks`` staged on the device (for ``store``): once this is
+        issued the host blocks may be written again."""
         staged = torch.empty((len(host_blocks), *self.host.shape[1:]), device=self.device,
                              dtype=self.host.dtype)
         for j, h, n in _runs(host_blocks):
             staged[j:j + n].copy_(self.host[h:h + n], non_blocking=True)
+        return staged
+
+    def store(self, gpu_blocks: list[int], staged: torch.Tensor) -> None:
+        """Write blocks staged by ``fetch`` into device blocks ``gpu_blocks``."""
+        if len(gpu_blocks) != len(staged):
+            raise ValueError(f"{len(gpu_blocks)} device blocks but {len(staged)} staged blocks")
         idx = torch.as_tensor(gpu_blocks, device=self.device)
         self.k.index_copy_(1, idx, staged[:, 0].transpose(0, 1))
         self.v.index_copy_(1, idx, staged[:, 1].transpose(0, 1))
