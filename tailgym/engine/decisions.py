@@ -43,7 +43,7 @@ from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_GP
                      S_PREEMPT_RECOMPUTE, S_PREEMPT_SWAP, S_PREEMPTED_NOW, S_Q_OLDEST,
                      S_Q_N0, S_SLOT, S_SWAP_BLOCKS, ST_FINISHED, ST_REJECTED, ST_RUNNING,
                      ST_SWAPPED, ST_WAITING, STALE, STATUS, T_NOW, T_Q_END0, V_LAST)
-from .schedule import (add_to_batch, admit, at_max_tokens, drop_from_batch, extend,
+from .schedule import (add_to_batch, admit, at_max_tokens, drop_from_batch, extend, extension,
                        long_prefill_limit, plan_admission, put_back, remove_at, start_running,
                        swap_back, tokens_to_compute)
 from .step import (PLAN_AGAIN, PLAN_DONE, PLAN_STOP, after_schedule, begin_step,
@@ -201,7 +201,9 @@ def _running_pass(ri, target, queues, batch, s, cfg_i, kv, d):
             d[D_N] = n
             return True
         d[D_CURRENT] = -1
-        extend(kv, ri, s, cfg_i, i, n)
+        need, register = extension(ri, cfg_i, i, n)
+        if need > 0 or register:
+            extend(kv, ri, s, cfg_i, i, n, need)
         add_to_batch(batch, s, ri, i, n)
         d[D_BUDGET] -= n
         d[D_K] += 1
@@ -243,7 +245,7 @@ def _admit(i, rf, ri, queues, batch, s, cfg_i, kv, d, now):
     if q == Q_SWAPPED:
         swap_back(ri, s, i)
         start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
-        extend(kv, ri, s, cfg_i, i, n)
+        extend(kv, ri, s, cfg_i, i, n, blocks_for(ri[i, COMPUTED] + n, cfg_i[C_BLOCK_SIZE]))
         add_to_batch(batch, s, ri, i, n)
     else:
         admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, s[S_N_RUNNING], now)

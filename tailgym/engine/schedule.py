@@ -25,7 +25,7 @@ from .heap import before, heap_pop, heap_push
 from .kv import blocks_for, extra_blocks, preempt, should_swap
 from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET,
                      C_CHUNKED, C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_PREFIX,
-                     C_VICTIM, C_WATERMARK, CACHED_TOKENS, CF_DELTA, COMPUTED, FIRST_SCHED,
+                     C_VICTIM, C_WATERMARK, CACHED_BLOCKS, CACHED_TOKENS, CF_DELTA, COMPUTED, FIRST_SCHED,
                      GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, N_PREEMPT, PLACEHOLDER, PRIO,
                      PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SKIPPED, Q_SWAPPED, Q_WAITING, S_BATCH,
                      S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES, S_HIT_TOKENS,
@@ -135,10 +135,21 @@ def start_running(rf, ri, queues, s, cfg_i, i, pos, now):
 
 
 @njit(cache=True, inline="always")
-def extend(kv, ri, s, cfg_i, i, n):
-    """Allocate the blocks running request ``i`` needs for ``n`` more tokens and register the
-    full blocks whose tokens are known (vLLM caches them at allocation)."""
-    grow(kv, ri, s, cfg_i, i, extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE]))
+def extension(ri, cfg_i, i, n):
+    """What running request ``i`` needs for ``n`` more tokens: new blocks, and whether full
+    blocks become registrable in the prefix cache. (Checked before calling ``extend``: passing
+    the block pool to a function costs reference counting even when it has nothing to do.)"""
+    need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
+    known = min(ri[i, COMPUTED] + n, ri[i, PROMPT] + ri[i, GENERATED])
+    register = cfg_i[C_PREFIX] == 1 and known // cfg_i[C_BLOCK_SIZE] > ri[i, CACHED_BLOCKS]
+    return need, register
+
+
+@njit(cache=True, inline="always")
+def extend(kv, ri, s, cfg_i, i, n, need):
+    """Allocate the ``need`` blocks running request ``i`` lacks for ``n`` more tokens and
+    register the full blocks whose tokens are known (vLLM caches them at allocation)."""
+    grow(kv, ri, s, cfg_i, i, need)
     cache_blocks(kv, ri, cfg_i, i, min(ri[i, COMPUTED] + n, ri[i, PROMPT] + ri[i, GENERATED]))
 
 
@@ -150,7 +161,7 @@ def swap_back(ri, s, i):
     ri[i, HOST_BLOCKS] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
     """Admitting waiting request ``i`` now: its new tokens (0 if it may not be chunked to the
     budget), prefix-cache hit blocks, and the free blocks it lacks (0 if it fits): blocks for
@@ -176,7 +187,7 @@ def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
     return n, hits, max(need + evictable + reserve - s[S_FREE_BLOCKS], 0)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, pos, now):
     """Admit planned waiting request ``i`` at running position ``pos`` with ``n`` new tokens
     after its ``hits`` cached blocks."""
@@ -190,11 +201,11 @@ def admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, pos, now):
         s[S_HIT_TOKENS] += hit_tokens
         s[S_LOOKUP_TOKENS] += ri[i, PROMPT] + ri[i, GENERATED]
     start_running(rf, ri, queues, s, cfg_i, i, pos, now)
-    extend(kv, ri, s, cfg_i, i, n)
+    extend(kv, ri, s, cfg_i, i, n, extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE]))
     add_to_batch(batch, s, ri, i, n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def put_back(rf, queues, s, skipped):
     for p in range(skipped):
         heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, queues[Q_SKIPPED, p])
@@ -229,7 +240,9 @@ def schedule_running(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, b
             if fcfs:
                 break
             continue  # priority mode: the requests after it may still fit
-        extend(kv, ri, s, cfg_i, i, n)
+        need, register = extension(ri, cfg_i, i, n)
+        if need > 0 or register:
+            extend(kv, ri, s, cfg_i, i, n, need)
         add_to_batch(batch, s, ri, i, n)
         budget -= n
         k += 1
@@ -248,7 +261,7 @@ def schedule_swapped(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
         heap_pop(queues[Q_SWAPPED], s, S_N_SWAPPED, rf)
         swap_back(ri, s, i)
         start_running(rf, ri, queues, s, cfg_i, i, s[S_N_RUNNING], now)
-        extend(kv, ri, s, cfg_i, i, n)
+        extend(kv, ri, s, cfg_i, i, n, need)
         add_to_batch(batch, s, ri, i, n)
         budget -= n
     return budget
@@ -376,7 +389,9 @@ def schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv
                 stale = make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, k, i,
                                   need - s[S_FREE_BLOCKS], 0)
             if need <= s[S_FREE_BLOCKS]:
-                extend(kv, ri, s, cfg_i, i, n)
+                need, register = extension(ri, cfg_i, i, n)
+                if need > 0 or register:
+                    extend(kv, ri, s, cfg_i, i, n, need)
                 add_to_batch(batch, s, ri, i, n)
                 budget -= n
             continue
@@ -406,7 +421,7 @@ def schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv
             heap_pop(queues[Q_SWAPPED], s, S_N_SWAPPED, rf)
             swap_back(ri, s, cand)
             start_running(rf, ri, queues, s, cfg_i, cand, k, now)
-            extend(kv, ri, s, cfg_i, cand, n)
+            extend(kv, ri, s, cfg_i, cand, n, blocks_for(ri[cand, COMPUTED] + n, bs))
             add_to_batch(batch, s, ri, cand, n)
         budget -= n
         k += 1

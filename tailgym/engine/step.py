@@ -26,9 +26,9 @@ from .blocks import cache_blocks, pool_consistent, release
 from .cost import batch_features, step_time
 from .heap import heap_push, heap_remove, heapify
 from .layout import (ARRIVAL, B_NEW, B_REQ, B_SAMPLE, BL_KIND, BL_REQ, BL_STEP,
-                     BL_TOKENS, BLK_PREEMPTED, BLK_SCHEDULED, BLOCKS, C_ASYNC, C_BUDGET, C_CHECK,
-                     C_HOST_BLOCKS, C_MAX_SEQS, C_MODE, C_POLICY, C_REPRIORITIZE, CF_REFRESH_S,
-                     CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL, FIRST_TOKEN,
+                     BL_TOKENS, BLK_PREEMPTED, BLK_SCHEDULED, BLOCKS, C_ASYNC, C_BLOCK_SIZE, C_BUDGET, C_CHECK,
+                     C_HOST_BLOCKS, C_MAX_SEQS, C_MODE, C_POLICY, C_PREFIX, C_REPRIORITIZE, CF_REFRESH_S,
+                     CACHED_BLOCKS, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL, FIRST_TOKEN,
                      GENERATED, HOST_BLOCKS, IN_FLIGHT, L_BATCH, L_CONTEXT, L_DECODE, L_DT,
                      L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING, L_START, L_SWAP, L_WAITING,
                      LAST_TOKEN, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PLACEHOLDER, PRIO,
@@ -101,7 +101,7 @@ def after_schedule(ri, batch, s, cfg_i):
             ri[i, PLACEHOLDER] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def form_batch(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, now):
     """Schedule one batch into ``batch`` (possibly empty). Sets ``ERR_STALL`` if nothing can
     ever run: an empty batch with no preemption and no token in flight, or more empty batches
@@ -170,7 +170,7 @@ def _remove_queued(rf, ri, queues, s, i):
     ri[i, HOST_BLOCKS] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv):
     """Process the output of the oldest queued batch at its end: append each sampled token,
     finish requests that reached their output length and free their blocks. Output of a
@@ -205,8 +205,9 @@ def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, p
             rf[i, LAST_TOKEN] = end
             if not stale and ri[i, PLACEHOLDER] > 0:
                 ri[i, PLACEHOLDER] -= 1
-                cache_blocks(kv, ri, cfg_i, i, min(ri[i, COMPUTED] - ri[i, IN_FLIGHT],
-                                                   ri[i, PROMPT] + g))
+                done = min(ri[i, COMPUTED] - ri[i, IN_FLIGHT], ri[i, PROMPT] + g)
+                if cfg_i[C_PREFIX] == 1 and done // cfg_i[C_BLOCK_SIZE] > ri[i, CACHED_BLOCKS]:
+                    cache_blocks(kv, ri, cfg_i, i, done)
             if g == target[i]:
                 if ri[i, STATUS] == ST_RUNNING:
                     finished += 1
