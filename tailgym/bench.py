@@ -60,7 +60,7 @@ def bench_mooncake(repeats: int) -> dict:
 
 def bench_memory(n: int = 1_000_000) -> dict:
     """Peak resident memory of a run of ``n`` requests with azure-conv's lengths (Poisson
-    arrivals at 80% of a 128-seat engine's throughput), measured in a fresh process."""
+    arrivals at 12 requests/s), measured in a fresh process."""
     import json
     import subprocess
     import sys
