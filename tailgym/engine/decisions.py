@@ -35,7 +35,7 @@ from .cost import batch_features, step_time
 from .heap import before, heap_head, heap_pop, heap_remove
 from .kv import blocks_for, extra_blocks, preempt
 from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_GPU_BLOCKS,
-                     C_HOST_BLOCKS, C_MAX_SEQS, C_PREFIX, C_VICTIM, C_WATERMARK, CACHED_TOKENS,
+                     C_HOST_BLOCKS, C_MAX_SEQS, C_PREFIX, C_VICTIM, CACHED_TOKENS,
                      CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_STALL, GENERATED, N_PREEMPT,
                      PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SKIPPED, Q_SWAPPED,
                      Q_WAITING, S_BATCH, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST, S_N_PREEMPTED,
@@ -44,8 +44,8 @@ from .layout import (ARRIVAL, B_NEW, B_REQ, BLOCKS, C_BLOCK_SIZE, C_BUDGET, C_GP
                      S_Q_N0, S_SLOT, S_SWAP_BLOCKS, ST_FINISHED, ST_REJECTED, ST_RUNNING,
                      ST_SWAPPED, ST_WAITING, STALE, STATUS, T_NOW, T_Q_END0, V_LAST)
 from .schedule import (add_to_batch, admit, at_max_tokens, drop_from_batch, extend, extension,
-                       long_prefill_limit, plan_admission, put_back, remove_at, start_running,
-                       swap_back, tokens_to_compute)
+                       long_prefill_limit, plan_admission, plan_swap_in, put_back, remove_at,
+                       start_running, swap_back, tokens_to_compute)
 from .step import (PLAN_AGAIN, PLAN_DONE, PLAN_STOP, after_schedule, begin_step,
                    complete_batch, enqueue_batch, has_requests, tokens_in_flight)
 
@@ -121,9 +121,8 @@ def _admission(kv, ri, i, s, cfg_i, d):
     if it may not be (no chunking and too long for the budget, or not enough free blocks)."""
     budget = d[D_BUDGET]
     if ri[i, STATUS] == ST_SWAPPED:
-        n = min(tokens_to_compute(ri, i, d[D_LIMIT]), budget)
-        need = blocks_for(ri[i, COMPUTED] + n, cfg_i[C_BLOCK_SIZE])
-        return (n, 0) if need + cfg_i[C_WATERMARK] <= s[S_FREE_BLOCKS] else (0, 0)
+        n, _, short = plan_swap_in(ri, s, cfg_i, i, budget, d[D_LIMIT])
+        return (n, 0) if short == 0 else (0, 0)
     n, hits, short = plan_admission(kv, ri, s, cfg_i, i, budget, d[D_LIMIT])
     return (n, hits) if short == 0 else (0, 0)
 

@@ -12,7 +12,9 @@ Two schedulers (``cfg_i[C_MODE]``):
   running requests of lower priority, from the lowest up, if each is worse by more than the
   hysteresis ``delta`` and past its MemGuard guard, and only if together they cover the need;
   otherwise a running request pauses this step (keeping its KV) and a queue's head blocks
-  that queue for this step.
+  that queue for this step. It always reserves blocks for the whole prompt at admission:
+  without, two partly prefilled requests that cannot both finish evict each other forever
+  (the stall breaker frees one, the better-ranked other is admitted into its blocks).
 
 Both admit a queued request through ``plan_admission``: a prefix-cache lookup (``blocks``), the
 full-prompt reservation (``C_FULL_ISL``), the watermark while something runs. Each pass appends
@@ -24,13 +26,13 @@ from .blocks import cache_blocks, exclusive_blocks, grow, lookup, take_hits
 from .heap import before, heap_pop, heap_push
 from .kv import blocks_for, extra_blocks, preempt, should_swap
 from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET,
-                     C_CHUNKED, C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_PREFIX,
+                     C_CHUNKED, C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_MODE, C_PREFIX,
                      C_VICTIM, C_WATERMARK, CACHED_BLOCKS, CACHED_TOKENS, CF_DELTA, COMPUTED, FIRST_SCHED,
                      GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, N_PREEMPT, PLACEHOLDER, PRIO,
                      PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SKIPPED, Q_SWAPPED, Q_WAITING, S_BATCH,
                      S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES, S_HIT_TOKENS,
                      S_LOOKUP_TOKENS, S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING,
-                     S_SWAP_BLOCKS, ST_RUNNING, STALE, STATUS, V_LAST)
+                     S_SWAP_BLOCKS, MODE_PREEMPTIVE, ST_RUNNING, STALE, STATUS, V_LAST)
 
 
 @njit(cache=True, inline="always")
@@ -165,7 +167,8 @@ def swap_back(ri, s, i):
 def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
     """Admitting waiting request ``i`` now: its new tokens (0 if it may not be chunked to the
     budget), prefix-cache hit blocks, and the free blocks it lacks (0 if it fits): blocks for
-    this chunk, and with ``C_FULL_ISL`` for its whole known sequence, plus the watermark while
+    this chunk, and with ``C_FULL_ISL`` (always in preemptive mode) for its whole known
+    sequence, plus the watermark while
     something runs; hit blocks taken from the free queue count against free space."""
     bs = cfg_i[C_BLOCK_SIZE]
     num_tokens = ri[i, PROMPT] + ri[i, GENERATED]
@@ -182,9 +185,19 @@ def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
         n = budget
     reserve = cfg_i[C_WATERMARK] if s[S_N_RUNNING] > 0 else 0
     need = blocks_for(computed + n, bs) - hits
-    if cfg_i[C_FULL_ISL] == 1:
+    if cfg_i[C_FULL_ISL] == 1 or cfg_i[C_MODE] == MODE_PREEMPTIVE:
         need = max(need, blocks_for(num_tokens, bs) - hits)
     return n, hits, max(need + evictable + reserve - s[S_FREE_BLOCKS], 0)
+
+
+@njit(cache=True, inline="always")
+def plan_swap_in(ri, s, cfg_i, i, budget, limit):
+    """Swapping request ``i`` back in now: its new tokens, the blocks it needs for them, and
+    the free blocks it lacks (0 if it fits; the watermark counts only while something runs)."""
+    n = min(tokens_to_compute(ri, i, limit), budget)
+    need = blocks_for(ri[i, COMPUTED] + n, cfg_i[C_BLOCK_SIZE])
+    reserve = cfg_i[C_WATERMARK] if s[S_N_RUNNING] > 0 else 0
+    return n, need, max(need + reserve - s[S_FREE_BLOCKS], 0)
 
 
 @njit(cache=True, inline="always")
@@ -254,9 +267,8 @@ def schedule_swapped(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
     """Swap requests back in (priority order) before any new admission, as vLLM v0."""
     while s[S_N_SWAPPED] > 0 and budget > 0 and s[S_N_RUNNING] < cfg_i[C_MAX_SEQS]:
         i = queues[Q_SWAPPED, 0]
-        n = min(tokens_to_compute(ri, i, limit), budget)
-        need = blocks_for(ri[i, COMPUTED] + n, cfg_i[C_BLOCK_SIZE])
-        if need + cfg_i[C_WATERMARK] > s[S_FREE_BLOCKS]:
+        n, need, short = plan_swap_in(ri, s, cfg_i, i, budget, limit)
+        if short > 0:
             break
         heap_pop(queues[Q_SWAPPED], s, S_N_SWAPPED, rf)
         swap_back(ri, s, i)
@@ -358,9 +370,8 @@ def _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit):
     """New tokens, hit blocks and blocks short of admitting queue head ``cand`` now."""
     if queue == Q_WAITING:
         return plan_admission(kv, ri, s, cfg_i, cand, budget, limit)
-    n = min(tokens_to_compute(ri, cand, limit), budget)
-    need = blocks_for(ri[cand, COMPUTED] + n, cfg_i[C_BLOCK_SIZE])
-    return n, 0, max(need + cfg_i[C_WATERMARK] - s[S_FREE_BLOCKS], 0)
+    n, _, short = plan_swap_in(ri, s, cfg_i, cand, budget, limit)
+    return n, 0, short
 
 
 @njit(cache=True)
