@@ -75,7 +75,6 @@ class ClientLengths:
 class Pool:
     """A ServeGen client pool: clients (ascending ids) x 600-s windows from ``first_s``."""
 
-    directory: Path
     clients: np.ndarray
     first_s: float
     rate: np.ndarray  # (clients, windows) requests/s
@@ -237,7 +236,7 @@ def _read_pool(directory: Path, signature: tuple) -> Pool:
         traces.append(rows)
         lengths.append(_read_lengths(directory / f"chunk-{c}-dataset.json"))
     table = np.stack(traces)
-    return Pool(directory, np.array(clients, dtype=np.int64), firsts[0], table[..., 0],
+    return Pool(np.array(clients, dtype=np.int64), firsts[0], table[..., 0],
                 table[..., 1].astype(np.int8), table[..., 2], tuple(lengths))
 
 
