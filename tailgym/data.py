@@ -2,7 +2,8 @@
 
 Data files are never shipped with tailgym. :func:`data_path` finds a data set in a
 local data directory (``TAILGYM_DATA_DIR``), in the user cache, or downloads it once
-into the cache and checks its sha256.
+into the cache and checks its sha256. A data set is one file, or a folder of files
+listed with their sha256 in a manifest shipped in ``tailgym/manifests/``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class DataSet:
 
     ``relpath`` is its path inside a data directory (e.g. ``traces/x.csv``);
     ``sha256`` is the hash of the public file at ``url``.
+
+    A folder data set has a ``manifest``: a ``sha256sum``-style file (``<sha256>  <file>``
+    per line; a relative path is taken in ``tailgym/manifests/``) naming its files. Then
+    ``relpath`` is the folder, ``url`` the folder's URL (file f is at ``url/f``) and
+    ``sha256`` the hash of the manifest itself.
     """
 
     name: str
@@ -38,6 +44,18 @@ class DataSet:
     url: str
     sha256: str
     attribution: str
+    manifest: str | None = None
+
+    def files(self) -> dict[str, str]:
+        """A folder data set's files, name -> sha256, from its manifest (whose own hash is checked)."""
+        path = Path(__file__).with_name("manifests") / self.manifest
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"data set {self.name!r}: cannot read its manifest {path}: {exc}") from None
+        if (actual := hashlib.sha256(text).hexdigest()) != self.sha256:
+            raise DataError(f"data set {self.name!r}: manifest {path} has sha256 {actual}, expected {self.sha256}")
+        return {name: digest for digest, _, name in (line.partition("  ") for line in text.decode().splitlines())}
 
 
 _AZURE = (
@@ -48,6 +66,11 @@ _VIDUR = "microsoft/vidur profiling data, MIT license, (c) Microsoft."
 _MOONCAKE = (
     "Mooncake FAST'25 traces (kvcache-ai/Mooncake), Apache-2.0. Qin et al., 'Mooncake: Trading More "
     "Storage for Less Computation - A KVCache-centric Architecture for Serving LLM Chatbot', FAST 2025."
+)
+_SERVEGEN = (
+    "ServeGen DeepSeek-R1 reasoning workload (alibaba/ServeGen data/reason/deepseek-r1), Apache-2.0. "
+    "Xiang et al., 'ServeGen: Workload Characterization of Large Language Model Serving in Production', "
+    "arXiv 2505.09999."
 )
 _GH = "https://raw.githubusercontent.com"
 
@@ -81,6 +104,14 @@ DATASETS: dict[str, DataSet] = {
             f"{_GH}/kvcache-ai/Mooncake/main/FAST25-release/traces/synthetic_trace.jsonl",
             "bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131",
             _MOONCAKE,
+        ),
+        DataSet(
+            "servegen-r1",
+            "servegen/deepseek-r1",
+            f"{_GH}/alibaba/ServeGen/main/data/reason/deepseek-r1",
+            "d47332a8a192bbd9e3a4503545fa9dafe494517d515bfe3030b84bdd19fc0658",
+            _SERVEGEN,
+            manifest="servegen-r1.sha256",
         ),
         DataSet(
             "splitwise-perf-model",
@@ -160,6 +191,8 @@ def data_path(
     Looks in ``data_dir``, then ``$TAILGYM_DATA_DIR``, then the cache (see
     :func:`cache_root`); if still missing and ``download`` is true, downloads it into
     the cache. Files in a data dir are trusted as is; downloads are sha256-checked.
+    A folder data set is found where all its files are (a data dir holding only some
+    is an error); the cache's missing ones are downloaded.
     """
     try:
         ds = DATASETS[name]
@@ -168,6 +201,8 @@ def data_path(
     roots = [Path(d).expanduser() for d in (data_dir, os.environ.get("TAILGYM_DATA_DIR")) if d]
     cached = cache_root(cache_dir) / ds.relpath
     candidates = [r / ds.relpath for r in roots] + [cached]
+    if ds.manifest:
+        return _folder_path(ds, candidates, download, progress)
     for path in candidates:
         if path.is_file():
             return path
@@ -179,4 +214,27 @@ def data_path(
             f"or allow the download from {ds.url}."
         )
     _fetch(ds.url, cached, ds.sha256, progress=progress)
+    return cached
+
+
+def _folder_path(ds: DataSet, candidates: list[Path], download: bool, progress: bool) -> Path:
+    """:func:`data_path` for a folder data set; the last candidate is the cache."""
+    files = ds.files()
+    for path in candidates[:-1]:
+        if path.is_dir():
+            if missing := [f for f in files if not (path / f).is_file()]:
+                raise DataError(f"data set {ds.name!r} in {path} lacks {len(missing)} of its {len(files)} "
+                                f"files (first {missing[0]}); add them or remove the folder")
+            return path
+    cached = candidates[-1]
+    missing = [f for f in files if not (cached / f).is_file()]
+    if missing and not download:
+        looked = "\n  ".join(str(p) for p in candidates)
+        raise DataError(
+            f"data set {ds.name!r} ({len(files)} files) not found; looked in:\n  {looked}\n"
+            f"Set TAILGYM_DATA_DIR to a directory containing {ds.relpath}/, "
+            f"or allow the download from {ds.url}/."
+        )
+    for f in tqdm(missing, desc=ds.name, unit="file", file=sys.stderr, disable=not (progress and missing)):
+        _fetch(f"{ds.url}/{f}", cached / f, files[f], progress=False)
     return cached

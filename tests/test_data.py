@@ -63,8 +63,8 @@ def served_conv(monkeypatch, server):
 
 def test_registry_names_and_hashes():
     assert set(DATASETS) == {
-        "azure-conv", "azure-code", "mooncake-conv", "mooncake-synthetic", "splitwise-perf-model",
-        "vidur-h100-llama2-7b-mlp", "vidur-a100-llama3-8b-mlp"
+        "azure-conv", "azure-code", "mooncake-conv", "mooncake-synthetic", "servegen-r1",
+        "splitwise-perf-model", "vidur-h100-llama2-7b-mlp", "vidur-a100-llama3-8b-mlp"
     }
     for name, ds in DATASETS.items():
         assert ds.name == name and ds.url.startswith("https://") and len(ds.sha256) == 64 and ds.attribution
@@ -74,8 +74,62 @@ def test_shared_files_resolve_and_match_public_hashes():
     for name, ds in DATASETS.items():
         path = data_path(name, data_dir=SHARED, download=False)
         assert path == SHARED / ds.relpath
-        if name != "splitwise-perf-model":  # the shared copy is trimmed on purpose
+        if ds.manifest:  # a folder: every file as its manifest says
+            files = ds.files()
+            assert sorted(files) == sorted(p.name for p in path.iterdir())
+            assert all(hashlib.sha256((path / f).read_bytes()).hexdigest() == h for f, h in files.items())
+        elif name != "splitwise-perf-model":  # the shared copy is trimmed on purpose
             assert hashlib.sha256(path.read_bytes()).hexdigest() == ds.sha256
+
+
+def test_servegen_manifest_lists_its_73_clients():
+    files = DATASETS["servegen-r1"].files()
+    assert sorted(files) == sorted(f"chunk-{c}-{kind}" for c in range(73) for kind in ("trace.csv", "dataset.json"))
+
+
+@pytest.fixture
+def served_folder(monkeypatch, server, tmp_path):
+    """A two-file folder data set on the loopback server, its manifest in tmp_path."""
+    (server_dir := tmp_path / "srv" / "pool").mkdir()
+    files = {"a.csv": b"1,2\n", "b.json": b"{}"}
+    for f, body in files.items():
+        (server_dir / f).write_bytes(body)
+    manifest = tmp_path / "pool.sha256"
+    manifest.write_text("".join(f"{hashlib.sha256(b).hexdigest()}  {f}\n" for f, b in files.items()))
+    ds = dataclasses.replace(DATASETS["servegen-r1"], url=f"{server.url}/pool", manifest=str(manifest),
+                             sha256=hashlib.sha256(manifest.read_bytes()).hexdigest())
+    monkeypatch.setitem(DATASETS, "servegen-r1", ds)
+    return ds
+
+
+def test_a_folder_data_set_downloads_its_missing_files_once(served_folder, server, tmp_path):
+    cache = tmp_path / "cache" / served_folder.relpath
+    cache.mkdir(parents=True)
+    (cache / "a.csv").write_bytes(b"1,2\n")  # from an earlier, interrupted download
+    assert data_path("servegen-r1", progress=False) == cache
+    assert (cache / "b.json").read_bytes() == b"{}" and server.hits == ["/pool/b.json"]
+    assert data_path("servegen-r1", download=False) == cache and server.hits == ["/pool/b.json"]
+
+
+def test_a_folder_data_set_checks_its_manifest_and_file_hashes(served_folder, server, tmp_path):
+    (tmp_path / "srv" / "pool" / "b.json").write_bytes(b"[]")
+    with pytest.raises(DataError, match="checksum mismatch for .*/pool/b.json"):
+        data_path("servegen-r1", progress=False)
+    Path(served_folder.manifest).write_text("0" * 64 + "  a.csv\n")
+    with pytest.raises(DataError, match="manifest .* has sha256"):
+        data_path("servegen-r1", progress=False)
+
+
+def test_a_partial_folder_in_the_data_dir_is_an_error(served_folder, server, tmp_path):
+    local = tmp_path / "data" / served_folder.relpath
+    local.mkdir(parents=True)
+    (local / "a.csv").write_text("local\n")
+    with pytest.raises(DataError, match=r"lacks 1 of its 2 files \(first b.json\)"):
+        data_path("servegen-r1", data_dir=tmp_path / "data")
+    (local / "b.json").write_text("local, not checked\n")
+    assert data_path("servegen-r1", data_dir=tmp_path / "data") == local and server.hits == []
+    with pytest.raises(DataError, match=r"(?s)servegen-r1' \(2 files\) not found.*TAILGYM_DATA_DIR"):
+        data_path("servegen-r1", data_dir=tmp_path / "elsewhere", download=False)
 
 
 def test_download_verifies_and_is_atomic(server, tmp_path, capsys):

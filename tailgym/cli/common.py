@@ -92,7 +92,8 @@ def key_values(items: list[str], flag: str, numbers: bool = True) -> dict:
 
 def add_workload_arguments(p: argparse.ArgumentParser, *, columns: bool = True) -> None:
     p.add_argument("--workload", default="default", metavar="SPEC",
-                   help="data set (azure-conv, azure-code, mooncake-conv, mooncake-synthetic), "
+                   help="data set (azure-conv, azure-code, mooncake-conv, mooncake-synthetic, "
+                        "servegen-r1), "
                         "synthetic preset (default, chat, reasoning, bursty-chat, chat-prefix, "
                         "multiturn), spec (azure-conv:n=2000,arrival=gamma,cv=3; "
                         "synthetic:preset=chat,n=500) or CSV/JSONL path (default: default, the "

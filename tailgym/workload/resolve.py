@@ -11,6 +11,11 @@ Spec forms accepted by :func:`load_workload`:
   the arrival times from that process with ``seed``, keeping the requests' lengths in
   order and the trace's mean rate (or ``rate``); ``rate`` alone rescales the trace's
   own arrival times to that mean rate. E.g. ``azure-conv:arrival=gamma,cv=3``;
+- ``servegen-r1`` (ServeGen's DeepSeek-R1 client pool, :mod:`~tailgym.workload.servegen`),
+  optionally with ``:key=value,...``: ``clients`` (``all``, ``top<k>`` or ids ``12+35``),
+  ``start_h`` and ``hours`` (the span of the data's day), ``n`` (the first n requests) and
+  ``seed`` choose the generated requests; then ``rate`` and ``arrival`` act as on a trace,
+  e.g. ``servegen-r1:n=5000,seed=1`` or ``servegen-r1:clients=top5,start_h=2,hours=3``;
 - ``default`` (= ``chat``) or a preset name, optionally with ``:key=value,...`` overrides;
 - ``synthetic:preset=chat,n=5000,arrival=gamma,cv=3,rate=4,seed=1``; the shared-prefix
   knobs of :func:`~tailgym.workload.synthetic.synthetic` apply to any preset, e.g.
@@ -33,6 +38,7 @@ from .core import Workload, WorkloadError, parse_options
 from .csv_loader import load_csv
 from .jsonl_loader import load_jsonl
 from .arrivals import ARRIVAL_PROCESSES, arrival_params, arrival_times
+from .servegen import NAME as SERVEGEN, servegen_workload
 from .synthetic import PREFIX_PARAMS, PRESETS, preset
 
 AZURE_COLUMNS = {"arrival": "TIMESTAMP", "prompt": "ContextTokens", "output": "GeneratedTokens"}
@@ -43,12 +49,14 @@ TRACES: dict[str, Callable[..., Workload]] = {
 }
 
 _PROCESS_KEYS = tuple(dict.fromkeys(k for p in ARRIVAL_PROCESSES for k in arrival_params(p)))
-_TYPES = ({"n": int, "start": int, "seed": int, "arrival": str, "preset": str}
-          | dict.fromkeys(("rate", *_PROCESS_KEYS), float) | PREFIX_PARAMS)
+_TYPES = ({"n": int, "start": int, "seed": int, "arrival": str, "preset": str, "clients": str}
+          | dict.fromkeys(("rate", "start_h", "hours", *_PROCESS_KEYS), float) | PREFIX_PARAMS)
 _DRAW_KEYS = ("n", "rate", "seed", "arrival", *_PROCESS_KEYS)
 PRESET_KEYS = (*_DRAW_KEYS, *PREFIX_PARAMS)
 OPTION_KEYS = ("start", *_DRAW_KEYS)
 SYNTHETIC_KEYS = ("preset", *PRESET_KEYS)
+_SERVEGEN_SPAN = ("clients", "start_h", "hours", "n")
+SERVEGEN_KEYS = (*_SERVEGEN_SPAN, *_DRAW_KEYS[1:])
 
 
 def _options(text: str, valid: tuple[str, ...], what: str) -> dict:
@@ -70,8 +78,20 @@ def _trace(name: str, opts: dict, seed: int, data_dir, label: str) -> Workload:
     if "n" in opts or "start" in opts:
         start = opts.pop("start", 0)
         w = w.window(start, opts.pop("n", len(w) - start))
-    rate = opts.pop("rate", None)
     seed = opts.pop("seed", seed)
+    return _rearrive(w, opts, seed, label)
+
+
+def _servegen(opts: dict, seed: int, data_dir, label: str) -> Workload:
+    seed = opts.pop("seed", seed)
+    span = {k: opts.pop(k) for k in _SERVEGEN_SPAN if k in opts}
+    w = servegen_workload(data_path(SERVEGEN, data_dir=data_dir), seed=seed, name=label, **span)
+    return _rearrive(w, opts, seed, label)
+
+
+def _rearrive(w: Workload, opts: dict, seed: int, label: str) -> Workload:
+    """``w`` after the options ``rate`` and ``arrival`` (with its parameters) of a trace."""
+    rate = opts.pop("rate", None)
     if "arrival" in opts:
         rate = w.mean_rate if rate is None else rate
         return w.with_arrivals(arrival_times(opts.pop("arrival"), len(w), rate, np.random.default_rng(seed), **opts))
@@ -94,12 +114,14 @@ def load_workload(
     if not isinstance(spec, (str, os.PathLike)):
         raise WorkloadError(f"workload spec must be a Workload, str or path, got {type(spec).__name__}")
     head, _, text = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    named = head in TRACES or head in PRESETS or head in ("default", "synthetic")
+    named = head in TRACES or head in PRESETS or head in ("default", "synthetic", SERVEGEN)
     if columns is not None and named:
         raise WorkloadError(f"columns only apply to CSV files, not to {spec!r}")
     label = str(spec) if text else ("chat" if head == "default" else head)
     if head in TRACES:
         return _trace(head, _options(text, OPTION_KEYS, head), seed, data_dir, label)
+    if head == SERVEGEN:
+        return _servegen(_options(text, SERVEGEN_KEYS, head), seed, data_dir, label)
     if head == "synthetic":
         opts = _options(text, SYNTHETIC_KEYS, head)
         return preset(opts.pop("preset", "chat"), **{"seed": seed, "name": label} | opts)
@@ -113,7 +135,7 @@ def load_workload(
             return load_jsonl(spec)
         return load_csv(spec, columns)
     raise WorkloadError(
-        f"unknown workload {spec!r}; expected a trace ({', '.join(TRACES)}), 'default', "
+        f"unknown workload {spec!r}; expected a trace ({', '.join(TRACES)}), {SERVEGEN!r}, 'default', "
         f"a preset ({', '.join(PRESETS)}), 'synthetic:key=value,...', "
         f"'<trace>:key=value,...' or a path to a .csv or .jsonl file"
     )
