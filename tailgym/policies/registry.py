@@ -63,7 +63,7 @@ class PolicySpec:
     knob_docs: dict = field(default_factory=dict)
     choices: dict = field(default_factory=dict)
     engine: Callable[[dict], EngineSettings] = lambda knobs: EngineSettings()
-    check: Callable[[str, dict], None] = lambda name, knobs: None
+    check: Callable[[str, dict], None] | None = None  # validates knobs, fills derived defaults
 
     def __reduce__(self):
         """Registered specs pickle by name (their engine rules may be lambdas)."""
@@ -100,7 +100,8 @@ class PolicySpec:
                     raise ValueError(f"policy {self.name!r} knob {key!r} needs a finite "
                                      f"number, got {args[key]!r}")
             out[key] = value
-        self.check(self.name, out)
+        if self.check is not None:
+            self.check(self.name, out)
         return out
 
     def param_array(self, args: dict | None = None) -> np.ndarray:
