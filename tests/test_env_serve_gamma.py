@@ -163,7 +163,7 @@ def test_tail_reward_counts_slo_misses_when_they_finish():
     misses = int(((r["completion"] - r["arrival"]) > 20.0).sum())
     assert misses > 0
     assert sum(step[1] for step in trace[1:]) == -0.5 * misses
-    assert info["tailgym"]["slo_attainment"]["ttlt<=20"] == 1 - misses / 300
+    assert info["tailgym"]["slo_attainment"]["ttlt<=20"] == pytest.approx(1 - misses / 300)
 
 
 def test_horizon_truncates_with_a_summary():

@@ -59,14 +59,15 @@ def test_equal_work_keeps_fcfs_order():
 
 @settings(max_examples=200, deadline=None)
 @given(st.floats(1e-3, 1e3), st.floats(16, 4096), st.floats(0, 100), st.floats(0, 100),
-       st.integers(1, 20000), st.integers(1, 20000), st.integers(0, 20000), st.integers(0, 20000))
-def test_anti_starvation_bound(gamma, k, a_i, gap, p_i, p_j, d_i, d_j):
-    """A request that has waited longer than b_max = b_gamma(k_w) is never ordered behind a
-    later arrival, whatever both requests' work."""
+       st.integers(1, 20000), st.integers(1, 20000), st.integers(0, 20000), st.integers(0, 20000),
+       st.sampled_from(["decode", "work"]))
+def test_anti_starvation_bound(gamma, k, a_i, gap, p_i, p_j, d_i, d_j, memguard):
+    """A request that has waited longer than b_max is never ordered behind a later arrival,
+    whatever both requests' work: b_max = b_gamma(k_w) when MemGuard quantises the whole
+    work, b_gamma(alpha_p) (a one-token prompt) when it quantises decode progress only."""
     params = get_policy("uniboost").param_array(dict(FIXED, gamma=gamma, k=k, alpha_p=1e-4,
-                                                      alpha_d=2e-4))
-    k_w = 2e-4 * k
-    b_max = b_gamma(gamma, k_w)
+                                                      alpha_d=2e-4, memguard=memguard))
+    b_max = b_gamma(gamma, 2e-4 * k if memguard == "work" else 1e-4)
     if not np.isfinite(b_max) or b_max > 1e6:
         return
     rf = np.zeros((2, L.RF_COLS))

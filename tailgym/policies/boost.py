@@ -1,7 +1,8 @@
 """The gamma-Boost function and the work units shared by the size-based policies.
 
 ``b_gamma(w) = (1/gamma) ln(1 / (1 - exp(-gamma w)))`` (Yu & Scully): a job of ``w`` seconds
-of work is treated as if it had arrived ``b_gamma(w)`` earlier. Work is measured in seconds:
+of work is treated as if it had arrived ``b_gamma(w)`` earlier; ``gamma <= 0`` gives no boost
+(FCFS order, SGLang's fallback). Work is measured in seconds:
 ``alpha_p`` per prompt token, ``alpha_d`` per output token (from the step-time model).
 """
 import numpy as np
@@ -12,6 +13,8 @@ MAX_BOOST = 1e9
 
 @njit(cache=True, inline="always")
 def b_gamma(gamma, work):
+    if gamma <= 0.0:
+        return 0.0
     if work <= 0.0:
         return MAX_BOOST
     return -np.log(-np.expm1(-gamma * work)) / gamma

@@ -10,8 +10,11 @@ recent ``WINDOW`` of each. ``gamma`` estimators (uniboost spec sections 2.4-2.5,
   tail (Hill index of the top ``HILL_SHARE`` of sizes below ``HEAVY_TAIL_INDEX``, infinite
   variance), where the empirical root would only track the few largest samples; the boost
   stays capped by MemGuard's quantum, so old requests still win eventually.
+  The Hill test needs a continuous tail: a top share made mostly of ties (an atom, e.g.
+  identical requests or two-point sizes) is not a power law and counts as light.
 * ``ada_target``: the SGLang port's gamma-Ada rule ``gamma_max / (1 + 4 max(t99/t95 - 1, 0))``
-  on recent end-to-end latencies (heavy tail -> smaller gamma, more SJF).
+  on recent end-to-end latencies (heavy tail -> smaller gamma, more SJF), smoothed as SGLang
+  does (``smooth_gamma_linear``) or in log gamma (``smooth_gamma``, also used by ``auto``).
 """
 import numpy as np
 from numba import njit
@@ -87,10 +90,18 @@ def _log_mean_exp(theta, sizes):
 
 @njit(cache=True)
 def hill_index(sizes):
-    """Hill estimate of the tail index from the largest ``HILL_SHARE`` of ``sizes``."""
+    """Hill estimate of the tail index from the largest ``HILL_SHARE`` of ``sizes``; inf
+    (light) when fewer than half of the ``k + 1`` largest are distinct values (an atomic
+    tail, where the estimate would measure only the gaps between atoms)."""
     x = np.sort(sizes)[::-1]
     k = max(int(HILL_SHARE * x.size), 2)
     if k >= x.size or x[k] <= 0.0:
+        return np.inf
+    distinct = 1
+    for j in range(k):
+        if x[j] > x[j + 1]:
+            distinct += 1
+    if 2 * distinct < k + 1:
         return np.inf
     return 1.0 / np.mean(np.log(x[:k] / x[k]))
 
@@ -121,6 +132,13 @@ def ada_target(latencies, gamma_max):
     t99 = np.percentile(latencies, 99.0)
     excess = t99 / t95 - 1.0 if t95 > 0.0 else 0.0
     return gamma_max / (1.0 + 4.0 * max(excess, 0.0))
+
+
+@njit(cache=True)
+def smooth_gamma_linear(old, target, beta, gamma_min, gamma_max):
+    """SGLang's gamma-Ada smoothing: ``(1 - beta) old + beta target``, clamped to
+    [gamma_min, gamma_max]."""
+    return min(max((1.0 - beta) * old + beta * target, gamma_min), gamma_max)
 
 
 @njit(cache=True)

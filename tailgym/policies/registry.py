@@ -18,17 +18,21 @@ from . import attained, dispatch, fcfs, ltr, online, sizes, uniboost
 WORK = {"alpha_p": np.nan, "alpha_d": np.nan}  # s/token; nan = from the step-time model
 WORK_DOC = {"alpha_p": "work per prompt token, s (default: from the step-time model)",
             "alpha_d": "work per output token, s (default: from the step-time model)"}
-GAMMA = {"gamma": 5.0, "gamma_mode": "auto", "gamma_min": 0.1, "gamma_max": 200.0,
-         "refresh_s": 5.0, "beta": 0.3}
+GAMMA = {"gamma": 5.0, "gamma_mode": "auto", "gamma_min": np.nan, "gamma_max": 200.0,
+         "refresh_s": 5.0, "beta": 0.3, "ada_smoothing": "linear"}
 GAMMA_DOC = {
     "gamma": "boost decay rate, 1/s (the start value in auto and ada modes); large -> FCFS, "
-             "small -> SJF",
+             "small -> SJF; <= 0: no boost, FCFS order (SGLang's fallback)",
     "gamma_mode": "fixed | auto (Lundberg root from arrival rate and completed sizes) | "
-                  "ada (from the P95/P99 of recent end-to-end latencies)",
-    "gamma_min": "lower clamp of gamma, 1/s (also the overload value in auto mode)",
+                  "ada (from the P95/P99 of recent end-to-end latencies, SGLang's rule)",
+    "gamma_min": "lower clamp of gamma, 1/s (also the overload value in auto mode); "
+                 "default 1 in ada mode (SGLang), 0.1 otherwise",
     "gamma_max": "upper clamp of gamma, 1/s",
-    "refresh_s": "seconds of simulated time between gamma updates",
-    "beta": "EMA weight of each gamma update (in log gamma)"}
+    "refresh_s": "seconds of simulated time between gamma updates (> 0 unless gamma_mode=fixed)",
+    "beta": "EMA weight of each gamma update, in (0, 1]",
+    "ada_smoothing": "ada mode: linear (SGLang: gamma <- (1 - beta) gamma + beta target) | "
+                     "log (EMA in log gamma, at most x2 per update; auto mode always uses it)"}
+GAMMA_CHOICES = {"gamma_mode": ("fixed", "auto", "ada"), "ada_smoothing": ("linear", "log")}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class PolicySpec:
     knob_docs: dict = field(default_factory=dict)
     choices: dict = field(default_factory=dict)
     engine: Callable[[dict], EngineSettings] = lambda knobs: EngineSettings()
+    check: Callable[[str, dict], None] | None = None  # validates knobs, fills derived defaults
 
     def __reduce__(self):
         """Registered specs pickle by name (their engine rules may be lambdas)."""
@@ -71,7 +76,8 @@ class PolicySpec:
         return self.knowledge != "none"
 
     def knobs(self, args: dict | None = None) -> dict:
-        """Knob values with defaults filled in; unknown knobs or bad values are errors."""
+        """Knob values with defaults filled in; unknown knobs or bad values are errors. A
+        number must be finite, or nan where the default is nan (a derived default)."""
         args = dict(args or {})
         unknown = sorted(set(args) - set(self.params))
         if unknown:
@@ -90,7 +96,12 @@ class PolicySpec:
                 except (TypeError, ValueError):
                     raise ValueError(f"policy {self.name!r} knob {key!r} needs a number, "
                                      f"got {value!r}") from None
+                if not (np.isfinite(value) or (np.isnan(value) and np.isnan(default))):
+                    raise ValueError(f"policy {self.name!r} knob {key!r} needs a finite "
+                                     f"number, got {args[key]!r}")
             out[key] = value
+        if self.check is not None:
+            self.check(self.name, out)
         return out
 
     def param_array(self, args: dict | None = None) -> np.ndarray:
@@ -131,6 +142,47 @@ def rank_scores(truth: np.ndarray, tau: float, rng: np.random.Generator) -> np.n
     return rho * z + np.sqrt(max(1.0 - rho * rho, 0.0)) * rng.standard_normal(n)
 
 
+def knob_error(policy: str, key: str, value: float, rule: str) -> ValueError:
+    return ValueError(f"policy {policy!r} knob {key}={value:g} {rule}")
+
+
+def check_gamma(policy: str, knobs: dict) -> None:
+    """Validate the gamma knobs (and the work units) and fill gamma_min's mode default."""
+    mode = knobs["gamma_mode"]
+    if np.isnan(knobs["gamma_min"]):
+        knobs["gamma_min"] = 1.0 if mode == "ada" else 0.1
+    for key in ("alpha_p", "alpha_d"):
+        if not (np.isnan(knobs[key]) or knobs[key] > 0.0):
+            raise knob_error(policy, key, knobs[key], "must be > 0 (seconds of work per token)")
+    if not knobs["gamma_min"] > 0.0:
+        raise knob_error(policy, "gamma_min", knobs["gamma_min"], "must be > 0")
+    if not knobs["gamma_max"] >= knobs["gamma_min"]:
+        raise knob_error(policy, "gamma_max", knobs["gamma_max"],
+                         f"must be >= gamma_min={knobs['gamma_min']:g}")
+    if not 0.0 < knobs["beta"] <= 1.0:
+        raise knob_error(policy, "beta", knobs["beta"], "must be in (0, 1]")
+    if knobs["refresh_s"] <= 0.0 and policy == "uniboost-dist":
+        raise knob_error(policy, "refresh_s", knobs["refresh_s"],
+                         "must be > 0: the boost table is rebuilt every refresh_s seconds")
+    if knobs["refresh_s"] <= 0.0 and mode != "fixed":
+        raise knob_error(policy, "refresh_s", knobs["refresh_s"],
+                         f"must be > 0 with gamma_mode={mode}: gamma is re-estimated every "
+                         f"refresh_s seconds (gamma_mode=fixed keeps it constant)")
+
+
+def check_uniboost(policy: str, knobs: dict) -> None:
+    check_gamma(policy, knobs)
+    if knobs["k"] < 0.0:
+        raise knob_error(policy, "k", knobs["k"], "must be >= 0 (0 = no MemGuard quantum)")
+    if knobs["delta"] < 0.0:
+        raise knob_error(policy, "delta", knobs["delta"], "must be >= 0")
+    if not 0.0 <= knobs["reserve"] < 1.0:
+        raise knob_error(policy, "reserve", knobs["reserve"], "must be in [0, 1)")
+    for key in ("cost_aware", "cached"):
+        if knobs[key] not in (0.0, 1.0):
+            raise knob_error(policy, key, knobs[key], "must be 0 or 1")
+
+
 def _uniboost_engine(knobs: dict) -> EngineSettings:
     full = knobs["variant"] == "full"
     if knobs["variant"] == "distboost":
@@ -142,15 +194,21 @@ def _uniboost_engine(knobs: dict) -> EngineSettings:
 
 
 UNIBOOST_KNOBS = {**WORK, **GAMMA, "k": 256.0, "delta": 0.05, "variant": "full",
-                  "cost_aware": 1.0, "reserve": 0.02}
+                  "cost_aware": 1.0, "reserve": 0.02, "memguard": "decode", "cached": 0.0}
 UNIBOOST_DOCS = {
     **WORK_DOC, **GAMMA_DOC,
-    "k": "MemGuard quantum, tokens: priority changes only at k, 2k, 4k... tokens of work, and a "
+    "k": "MemGuard quantum, tokens: priority changes only at k, 2k, 4k... decoded tokens, and a "
          "(re)dispatched request is not evictable before its next threshold",
     "delta": "hysteresis, s: a request is evicted only for one whose priority is better by more",
     "variant": "full (MemGuard) | base (no MemGuard) | distboost (decodes first, boosted prefills)",
     "cost_aware": "1 = in swap mode, swap a victim only if cheaper than recomputing it",
-    "reserve": "share of KV blocks kept free when admitting (decode-growth headroom)"}
+    "reserve": "share of KV blocks kept free when admitting (decode-growth headroom)",
+    "memguard": "full variant: decode (quantise decode progress only) | work (ablation: "
+                "quantise the whole known work, k_w = alpha_d k, which ties short prompts)",
+    "cached": "1 = count prompt work as uncached tokens (prompt - cached prefix at admission), "
+              "SGLang's cache-aware form"}
+UNIBOOST_CHOICES = {**GAMMA_CHOICES, "variant": ("full", "base", "distboost"),
+                    "memguard": ("decode", "work")}
 PREEMPTIVE = EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY, reprioritize=True)
 PRIORITY = EngineSettings(MODE_VLLM, V_LOWEST_PRIORITY)
 
@@ -184,20 +242,17 @@ POLICIES: dict[str, PolicySpec] = {p.name: p for p in (
                           "levels": "number of levels"}, engine=lambda k: PREEMPTIVE),
     PolicySpec("gamma-boost-oracle", dispatch.GAMMA_BOOST_ORACLE, uniboost.__doc__,
                ("arrival", "prompt", "true output", "online statistics"), "oracle",
-               {**WORK, **GAMMA}, {**WORK_DOC, **GAMMA_DOC},
-               {"gamma_mode": ("fixed", "auto", "ada")},
+               {**WORK, **GAMMA}, {**WORK_DOC, **GAMMA_DOC}, dict(GAMMA_CHOICES),
                engine=lambda k: EngineSettings(MODE_VLLM, V_LOWEST_PRIORITY,
-                                               refresh_s=k["refresh_s"])),
+                                               refresh_s=k["refresh_s"]), check=check_gamma),
     PolicySpec("uniboost", dispatch.UNIBOOST, uniboost.__doc__,
                ("arrival", "prompt", "tokens generated", "online statistics"),
                params=dict(UNIBOOST_KNOBS), knob_docs=dict(UNIBOOST_DOCS),
-               choices={"gamma_mode": ("fixed", "auto", "ada"),
-                        "variant": ("full", "base", "distboost")}, engine=_uniboost_engine),
+               choices=dict(UNIBOOST_CHOICES), engine=_uniboost_engine, check=check_uniboost),
     PolicySpec("uniboost-dist", dispatch.UNIBOOST_DIST, uniboost.__doc__,
                ("arrival", "prompt", "tokens generated", "online statistics"),
                params=dict(UNIBOOST_KNOBS), knob_docs=dict(UNIBOOST_DOCS),
-               choices={"gamma_mode": ("fixed", "auto", "ada"),
-                        "variant": ("full", "base", "distboost")}, engine=_uniboost_engine),
+               choices=dict(UNIBOOST_CHOICES), engine=_uniboost_engine, check=check_uniboost),
 )}
 
 

@@ -1,16 +1,23 @@
 """UniBoost, the reference policy (``../shared/docs/uniboost.md`` sections 3.3-3.6), and the
 full-information gamma-Boost it approximates.
 
-Prediction-free: signals are arrival time, prompt length, tokens generated so far and online
-statistics of completed requests (``online``). Priority ``Phi = a - b_gamma(w_hat)``, lower
-first, where the known work is ``w~ = max(alpha_d * generated, alpha_p * prompt)`` and MemGuard
-quantises it to ``w_hat = k_w 2^floor(log2(max(w~, k_w) / k_w))`` with ``k_w = alpha_d * k``.
+Prediction-free: signals are arrival time, prompt length, tokens generated so far, the
+cached-prefix length (knob ``cached``) and online statistics of completed requests
+(``online``). Priority ``Phi = a - b_gamma(w)``, lower first, on the known work
+``w = max(alpha_d * d_hat, alpha_p * p)`` (``p`` prompt tokens, or with ``cached=1`` the
+uncached ones, SGLang's cache-aware form), where MemGuard (variant ``full``) quantises the
+decode progress ``d`` to ``d_hat`` in {0, k, 2k, 4k, ...} (the largest not above ``d``). The
+priority then changes at most ``1 + floor(log2(S / k))`` times over ``S`` decoded tokens and the
+boost is bounded by ``b_gamma(alpha_p)`` (a one-token prompt), so a request that has waited
+longer than that is never overtaken by a later one. ``memguard=work`` is the ablation that
+quantises the whole known work to ``k_w 2^floor(log2(max(w, k_w) / k_w))``, ``k_w = alpha_d k``
+(which ties every prompt below ``k_w / alpha_p`` tokens at one boost level).
 
 Variants (knob ``variant``): ``full`` (one priority space with MemGuard, minimum-run guard,
 hysteresis and cache-aware victims), ``base`` (no MemGuard quantisation or guard), ``distboost``
 (decodes first in admission order, waiting prefills ordered by ``a - b_gamma(alpha_p * p)``).
 ``gamma_mode``: ``fixed``, ``auto`` (Lundberg root from the arrival rate and completed sizes)
-or ``ada`` (from observed tails).
+or ``ada`` (from observed tails). ``gamma <= 0`` means no boost (FCFS order), SGLang's fallback.
 
 ``uniboost-dist`` (spec 3.4) conditions the boost on attained decode service through the
 empirical table ``ln M(d) = ln E[exp(gamma alpha_d (S - d)) | S > d]`` on the MemGuard grid.
@@ -20,21 +27,33 @@ import math
 import numpy as np
 from numba import njit
 
-from ..engine.layout import ARRIVAL, COMPUTED, GENERATED, PROMPT
+from ..engine.layout import ARRIVAL, CACHED_TOKENS, COMPUTED, GENERATED, PROMPT
 from . import online
 from .boost import MAX_BOOST, b_gamma, job_work
 
-# knob positions; gamma-boost-oracle uses the first eight
-(ALPHA_P, ALPHA_D, GAMMA, GAMMA_MODE, GAMMA_MIN, GAMMA_MAX, REFRESH_S, BETA, K, DELTA, VARIANT,
- COST_AWARE, RESERVE) = range(13)
+# knob positions; gamma-boost-oracle uses the first nine
+(ALPHA_P, ALPHA_D, GAMMA, GAMMA_MODE, GAMMA_MIN, GAMMA_MAX, REFRESH_S, BETA, ADA_SMOOTHING, K,
+ DELTA, VARIANT, COST_AWARE, RESERVE, MEMGUARD, CACHED) = range(16)
 FIXED, AUTO, ADA = 0, 1, 2
+LINEAR, LOG = 0, 1          # ada_smoothing
 FULL, BASE, DISTBOOST = 0, 1, 2
+DECODE, WORK = 0, 1         # memguard: quantise decode progress only, or the whole known work
 MIN_TABLE_SAMPLES = 50
 
 
 @njit(cache=True, inline="always")
+def prompt_work(params, ri, i):
+    """Prompt work, s: every prompt token, or (``cached=1``) those the prefix cache did not
+    serve at the request's admission (none is known before it)."""
+    tokens = ri[i, PROMPT]
+    if params[CACHED] == 1.0:
+        tokens = max(tokens - ri[i, CACHED_TOKENS], 0)
+    return params[ALPHA_P] * tokens
+
+
+@njit(cache=True, inline="always")
 def known_work(params, ri, i):
-    return max(params[ALPHA_D] * ri[i, GENERATED], params[ALPHA_P] * ri[i, PROMPT])
+    return max(params[ALPHA_D] * ri[i, GENERATED], prompt_work(params, ri, i))
 
 
 @njit(cache=True, inline="always")
@@ -47,25 +66,44 @@ def memguard(work, k_work):
 
 
 @njit(cache=True, inline="always")
+def decode_level(generated, k):
+    """MemGuard's decode progress, tokens: 0 below ``k``, then k, 2k, 4k, ... (``k <= 0``:
+    unquantised)."""
+    if k <= 0.0:
+        return float(generated)
+    if generated < k:
+        return 0.0
+    return memguard(float(generated), k)
+
+
+@njit(cache=True, inline="always")
 def uniboost_priority(params, pstate, rf, ri, i):
     gamma = pstate[online.G_GAMMA]
     if params[VARIANT] == DISTBOOST:
-        return rf[i, ARRIVAL] - b_gamma(gamma, params[ALPHA_P] * ri[i, PROMPT])
-    work = known_work(params, ri, i)
-    if params[VARIANT] == FULL:
-        work = memguard(work, params[ALPHA_D] * params[K])
+        return rf[i, ARRIVAL] - b_gamma(gamma, prompt_work(params, ri, i))
+    if params[VARIANT] == BASE:
+        work = known_work(params, ri, i)
+    elif params[MEMGUARD] == WORK:
+        work = memguard(known_work(params, ri, i), params[ALPHA_D] * params[K])
+    else:
+        work = max(params[ALPHA_D] * decode_level(ri[i, GENERATED], params[K]),
+                   prompt_work(params, ri, i))
     return rf[i, ARRIVAL] - b_gamma(gamma, work)
 
 
 @njit(cache=True, inline="always")
 def uniboost_next_change(params, ri, i):
-    """Generated tokens before which the full variant's priority cannot change: MemGuard
-    holds the work at ``q`` until it reaches ``2 q`` (one token early, against rounding)."""
-    k_work = params[ALPHA_D] * params[K]
-    if params[VARIANT] != FULL or k_work <= 0.0:
+    """Generated tokens before which the full variant's priority cannot change. Decode
+    quantisation holds the level ``q`` until ``2 q`` tokens (``k`` from below); whole-work
+    quantisation holds the work ``q`` until it reaches ``2 q`` (one token early, against
+    rounding)."""
+    if params[VARIANT] != FULL or params[K] <= 0.0:
         return 0
-    q = memguard(known_work(params, ri, i), k_work)
-    return max(int(2.0 * q / params[ALPHA_D]) - 1, 0)
+    if params[MEMGUARD] == WORK:
+        q = memguard(known_work(params, ri, i), params[ALPHA_D] * params[K])
+        return max(int(2.0 * q / params[ALPHA_D]) - 1, 0)
+    q = decode_level(ri[i, GENERATED], params[K])
+    return int(math.ceil(max(2.0 * q, params[K])))
 
 
 @njit(cache=True, inline="always")
@@ -127,17 +165,22 @@ def gamma_boost_priority(params, pstate, hint, rf, ri, i):
 
 @njit(cache=True)
 def refresh_gamma(params, pstate):
-    """Re-estimate gamma (modes auto and ada); True if it changed."""
+    """Re-estimate gamma (modes auto and ada); True if it changed. A start value
+    ``gamma <= 0`` (FCFS fallback) is kept."""
     mode = params[GAMMA_MODE]
     n = int(pstate[online.G_N_DONE])
-    if mode == FIXED or n < online.MIN_SAMPLES:
+    old = pstate[online.G_GAMMA]
+    if mode == FIXED or n < online.MIN_SAMPLES or old <= 0.0:
         return False
     if mode == AUTO:
         sizes = online.ring(pstate, online.SIZES, n)
         target = online.lundberg_gamma(sizes, online.arrival_rate(pstate), params[GAMMA_MIN])
     else:
         target = online.ada_target(online.ring(pstate, online.LATENCIES, n), params[GAMMA_MAX])
-    old = pstate[online.G_GAMMA]
-    new = online.smooth_gamma(old, target, params[BETA], params[GAMMA_MIN], params[GAMMA_MAX])
+    lo, hi = params[GAMMA_MIN], params[GAMMA_MAX]
+    if mode == ADA and params[ADA_SMOOTHING] == LINEAR:
+        new = online.smooth_gamma_linear(old, target, params[BETA], lo, hi)
+    else:
+        new = online.smooth_gamma(old, target, params[BETA], lo, hi)
     pstate[online.G_GAMMA] = new
     return new != old
