@@ -15,7 +15,7 @@ from .data import cache_root
 from .engine import EngineState, run
 from .engine import layout as L
 from .policies import get_policy
-from .sim import admission_check
+from .admission import admission_check
 from .workload.prefix import engine_block_keys
 
 

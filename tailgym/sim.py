@@ -7,10 +7,12 @@ import numpy as np
 from . import hardware
 from .engine import EngineConfig, EngineError, EngineState, run
 from .engine import layout as L
+from .admission import admission_check
 from .hardware import StepTimeModel
+from .load import saturation_rate
 from .metrics import Report
 from .policies import POLICIES, PolicySpec, get_policy, resolve
-from .workload import Workload, WorkloadError, load_workload
+from .workload import Workload, load_workload
 from .workload.prefix import engine_block_keys
 
 SWAP_SPACE_GIB = 4.0  # vLLM v0 default swap space per GPU
@@ -63,36 +65,6 @@ def build_engine(model: str = "llama3-8b", gpu: str = "h100-80gb", *, tp: int = 
     return config, steps
 
 
-def admission_check(workload: Workload, config: EngineConfig, on_unfit: str = "error"):
-    """Requests the engine must refuse, with reasons. Longer than ``max_model_len``: rejected
-    (as vLLM's API server does). Never fitting the KV cache: an error naming the row, or
-    rejected with ``on_unfit='reject'``."""
-    if on_unfit not in ("error", "reject"):
-        raise ValueError(f"on_unfit must be 'error' or 'reject', got {on_unfit!r}")
-    total = workload.prompt_tokens + workload.output_tokens
-    too_long = total > config.max_model_len
-    usable = config.num_gpu_blocks - 1  # the watermark applies only while others run
-    unfit = ~too_long & (config.blocks_for_request(workload.prompt_tokens,
-                                                   workload.output_tokens) > usable)
-    rows = workload.source_rows
-    if unfit.any() and on_unfit == "error":
-        i = int(np.flatnonzero(unfit)[0])
-        where = f"{workload.name}, row {rows[i]}" if rows is not None else f"{workload.name}, request {i}"
-        raise WorkloadError(
-            f"{where}: prompt_tokens={workload.prompt_tokens[i]} + output_tokens="
-            f"{workload.output_tokens[i]} can never fit the KV cache ({usable} usable blocks of "
-            f"{config.block_size} tokens); {int(unfit.sum())} such requests in all. Raise "
-            f"kv_blocks or pass on_unfit='reject' to list them as rejected.")
-    rejected = []
-    for i in np.flatnonzero(too_long | unfit):
-        reason = (f"prompt+output tokens ({total[i]}) exceed max_model_len ({config.max_model_len})"
-                  if too_long[i] else
-                  f"prompt+output tokens ({total[i]}) can never fit the KV cache ({usable} blocks)")
-        rejected.append({"index": int(i), "row": int(rows[i]) if rows is not None else None,
-                         "reason": reason})
-    return too_long | unfit, rejected
-
-
 def new_state(wl: Workload, config: EngineConfig, refused, hint, pstate) -> EngineState:
     """The engine state of a run of ``wl`` (with the prefix keys of its blocks when prefix
     caching is on)."""
@@ -114,7 +86,6 @@ def apply_rate(workload: Workload, config: EngineConfig, coef, *, rate=None, rat
     elif rate_scale is not None:
         workload = workload.with_rate_scale(float(rate_scale))
     elif load is not None:
-        from .load import saturation_rate
         if not float(load) > 0:
             raise ValueError(f"load must be > 0, got {load}")
         info["saturation_rps"] = saturation_rate(workload, config, coef)

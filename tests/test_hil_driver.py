@@ -24,7 +24,7 @@ def replay(run, dts):
     rows = []
     while True:
         status = begin_step(st.rf, st.ri, st.hint, st.queues, st.s, st.t, cfg_i, cfg_f,
-                            run.params, st.pstate, np.inf)
+                            run.params, st.pstate, st.kv, np.inf)
         if status == PLAN_AGAIN:
             continue
         if status == PLAN_DONE:

@@ -24,8 +24,8 @@ request and ``s[S_FREE_BLOCKS]``. With it, blocks have identities, as in vLLM's 
 import numpy as np
 from numba import njit
 
-from .layout import (BLOCKS, C_BLOCK_SIZE, C_GPU_BLOCKS, C_PREFIX, CACHED_BLOCKS, ROW,
-                     S_FREE_BLOCKS)
+from .layout import (BLOCKS, C_BLOCK_SIZE, C_GPU_BLOCKS, C_PREFIX, CACHED_BLOCKS, GENERATED,
+                     PROMPT, ROW, S_FREE_BLOCKS)
 
 K_REF = 0
 K_KEY = 1
@@ -199,6 +199,12 @@ def lookup(kv, ri, i, num_tokens, bs):
             evictable += 1
         hits += 1
     return hits, evictable
+
+
+@njit(cache=True)
+def match_tokens(kv, ri, i, bs):
+    """Prompt tokens the prefix cache would serve request ``i`` (holding no blocks) now."""
+    return lookup(kv, ri, i, ri[i, PROMPT] + ri[i, GENERATED], bs)[0] * bs
 
 
 @njit(cache=True)

@@ -30,7 +30,7 @@ TTLT above ``DF_SLO``.
 import numpy as np
 from numba import njit
 
-from .blocks import lookup
+from .blocks import match_tokens
 from .cost import batch_features, step_time
 from .heap import before, heap_head, heap_pop, heap_remove
 from .kv import blocks_for, extra_blocks, preempt
@@ -319,7 +319,7 @@ def advance(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, par
         batch = batches[s[S_SLOT]]
         if phase == PH_BEGIN:
             first = s[S_NEXT_ARRIVAL]
-            status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until)
+            status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, kv, until)
             for i in range(first, s[S_NEXT_ARRIVAL]):  # in the system since arrival
                 if ri[i, STATUS] != ST_REJECTED:
                     df[DF_AREA] += t[T_NOW] - rf[i, ARRIVAL]
@@ -392,8 +392,7 @@ def _prefix_tokens(kv, ri, i, cfg_i):
     if cfg_i[C_PREFIX] == 0:
         return 0
     if ri[i, STATUS] == ST_WAITING and ri[i, COMPUTED] == 0:
-        bs = cfg_i[C_BLOCK_SIZE]
-        return lookup(kv, ri, i, ri[i, PROMPT] + ri[i, GENERATED], bs)[0] * bs
+        return match_tokens(kv, ri, i, cfg_i[C_BLOCK_SIZE])
     return ri[i, CACHED_TOKENS]
 
 

@@ -51,7 +51,9 @@ ROW = 16               # prefix caching: its row of the block tables (-1: holds 
 CACHED_BLOCKS = 17     # prefix caching: leading blocks of its table registered in the hash map
 CACHED_TOKENS = 18     # prompt tokens served from the prefix cache at its first admission
 HIT_TOKENS = 19        # tokens served from the prefix cache over all its admissions
-RI_COLS = 20
+MATCH_TOKENS = 20      # prefix caching: tokens the cache matched at its latest lookup (its
+                       # arrival, a policy refresh while it waits, its admission)
+RI_COLS = 21
 
 # --- request status codes ---
 ST_FUTURE = 0      # not arrived yet

@@ -28,7 +28,7 @@ from .kv import blocks_for, extra_blocks, preempt, should_swap
 from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET,
                      C_CHUNKED, C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_MODE, C_PREFIX,
                      C_VICTIM, C_WATERMARK, CACHED_BLOCKS, CACHED_TOKENS, CF_DELTA, COMPUTED, FIRST_SCHED,
-                     GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, N_PREEMPT, PLACEHOLDER, PRIO,
+                     GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, MATCH_TOKENS, N_PREEMPT, PLACEHOLDER, PRIO,
                      PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SKIPPED, Q_SWAPPED, Q_WAITING, S_BATCH,
                      S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES, S_HIT_TOKENS,
                      S_LOOKUP_TOKENS, S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING,
@@ -209,6 +209,7 @@ def admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, pos, now):
         take_hits(kv, ri, s, i, hits)
         ri[i, COMPUTED] = hit_tokens
         ri[i, HIT_TOKENS] += hit_tokens
+        ri[i, MATCH_TOKENS] = hit_tokens
         if ri[i, N_PREEMPT] == 0:
             ri[i, CACHED_TOKENS] = hit_tokens
         s[S_HIT_TOKENS] += hit_tokens

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from ..policies import dispatch
-from .blocks import cache_blocks, pool_consistent, release
+from .blocks import cache_blocks, match_tokens, pool_consistent, release
 from .cost import batch_features, step_time
 from .heap import heap_push, heap_remove, heapify
 from .layout import (ARRIVAL, B_NEW, B_REQ, B_SAMPLE, BL_KIND, BL_REQ, BL_STEP,
@@ -31,7 +31,7 @@ from .layout import (ARRIVAL, B_NEW, B_REQ, B_SAMPLE, BL_KIND, BL_REQ, BL_STEP,
                      CACHED_BLOCKS, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL, FIRST_TOKEN,
                      GENERATED, HOST_BLOCKS, IN_FLIGHT, L_BATCH, L_CONTEXT, L_DECODE, L_DT,
                      L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING, L_START, L_SWAP, L_WAITING,
-                     LAST_TOKEN, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PLACEHOLDER, PRIO,
+                     LAST_TOKEN, MATCH_TOKENS, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PLACEHOLDER, PRIO,
                      PRIO_CHANGES, PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SWAPPED, Q_WAITING,
                      S_BATCH, S_BLOG, S_EMPTY_BATCHES, S_EMPTY_RUN, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST, S_N_FINISHED,
                      S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL,
@@ -44,14 +44,17 @@ from .schedule import (break_stall, long_prefill_limit, schedule_preemptive, sch
 
 
 @njit(cache=True, inline="always")
-def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
-    """Move every request that has arrived by ``now`` into the waiting heap."""
+def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
+    """Move every request that has arrived by ``now`` into the waiting heap (with its prefix
+    cache match, which a cache-aware priority reads)."""
     n = rf.shape[0]
     k = s[S_NEXT_ARRIVAL]
     pid = cfg_i[C_POLICY]
     while k < n and rf[k, ARRIVAL] <= now:
         if ri[k, STATUS] == ST_FUTURE:
             ri[k, STATUS] = ST_WAITING
+            if cfg_i[C_PREFIX] == 1:
+                ri[k, MATCH_TOKENS] = match_tokens(kv, ri, k, cfg_i[C_BLOCK_SIZE])
             dispatch.on_arrival(pid, params, pstate, rf[k, ARRIVAL])
             rf[k, PRIO] = dispatch.priority(pid, params, pstate, hint, rf, ri, k, now)
             heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, k)
@@ -60,12 +63,15 @@ def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
 
 
 @njit(cache=True)
-def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now):
-    """Recompute every queued and running priority and restore the heaps."""
+def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
+    """Recompute every queued and running priority (a waiting request's prefix cache match
+    first) and restore the heaps."""
     pid = cfg_i[C_POLICY]
     for q, slot in ((Q_WAITING, S_N_WAITING), (Q_SWAPPED, S_N_SWAPPED), (Q_RUNNING, S_N_RUNNING)):
         for p in range(s[slot]):
             i = queues[q, p]
+            if q == Q_WAITING and cfg_i[C_PREFIX] == 1 and ri[i, BLOCKS] == 0:
+                ri[i, MATCH_TOKENS] = match_tokens(kv, ri, i, cfg_i[C_BLOCK_SIZE])
             rf[i, PRIO] = dispatch.priority(pid, params, pstate, hint, rf, ri, i, now)
             ri[i, NEXT_PRIO] = 0  # the knobs behind the threshold may have changed
     heapify(queues[Q_WAITING], s[S_N_WAITING], rf)
@@ -291,7 +297,7 @@ PLAN_ERROR = 4   # see ``s[S_ERROR]``
 
 
 @njit(cache=True, inline="always")
-def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until):
+def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, kv, until):
     """Admit arrivals and refresh the policy before an iteration. ``PLAN_READY`` when one may
     run now, else ``PLAN_STOP``, ``PLAN_DONE`` or ``PLAN_AGAIN`` (an idle engine jumped its
     clock to the next arrival)."""
@@ -301,7 +307,7 @@ def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until):
     n_req = rf.shape[0]
     nxt = s[S_NEXT_ARRIVAL]
     if nxt < n_req and rf[nxt, ARRIVAL] <= now:
-        admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
+        admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now)
     if not has_requests(s) and s[S_QUEUED] == 0:
         if s[S_NEXT_ARRIVAL] >= n_req:
             return PLAN_DONE
@@ -310,7 +316,7 @@ def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until):
     if cfg_f[CF_REFRESH_S] > 0.0 and now >= t[T_NEXT_REFRESH]:
         t[T_NEXT_REFRESH] = now + cfg_f[CF_REFRESH_S]
         if dispatch.refresh(cfg_i[C_POLICY], params, pstate):
-            reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, now)
+            reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now)
     return PLAN_READY
 
 
@@ -325,7 +331,7 @@ def run_engine(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, 
     steps = 0
     room = 2 * cfg_i[C_MAX_SEQS] + 2
     while steps < max_steps:
-        status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, until)
+        status = begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, kv, until)
         if status == PLAN_AGAIN:
             continue
         if status != PLAN_READY:

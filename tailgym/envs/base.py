@@ -11,9 +11,10 @@ from ..engine import decisions as D
 from ..engine import layout as L
 from ..engine.layout import (ARRIVAL, DONE, FIRST_TOKEN, GENERATED, ST_FINISHED, ST_REJECTED,
                              STATUS)
+from ..admission import admission_check
 from ..metrics import Report
 from ..policies import resolve
-from ..sim import (POLICY_STREAM, admission_check, apply_rate, build_engine, new_state,
+from ..sim import (POLICY_STREAM, apply_rate, build_engine, new_state,
                    request_table)
 from ..workload import load_workload
 

@@ -161,7 +161,7 @@ class ServeGammaEnv(ServingEnv):
         if (p[U.GAMMA], p[U.K]) != (before[U.GAMMA], before[U.K]):
             st.pstate[online.G_GAMMA] = p[U.GAMMA]
             reprioritize_all(st.rf, st.ri, st.hint, st.queues, st.s, self._cfg[0], p,
-                             st.pstate, st.t[L.T_NOW])
+                             st.pstate, st.kv, st.t[L.T_NOW])
 
     def _observe(self, t0: float):
         """Observation and per-interval counts for the interval from ``t0`` to now."""

@@ -165,7 +165,7 @@ def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str 
     start = time.perf_counter()
     while True:
         status = begin_step(st.rf, st.ri, st.hint, st.queues, st.s, st.t, cfg_i, cfg_f,
-                            run.params, st.pstate, np.inf)
+                            run.params, st.pstate, st.kv, np.inf)
         if status == PLAN_AGAIN:
             continue
         if status == PLAN_DONE:

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..engine.layout import ARRIVAL, CACHED_TOKENS, COMPUTED, GENERATED, PROMPT
+from ..engine.layout import ARRIVAL, COMPUTED, GENERATED, MATCH_TOKENS, PROMPT
 from . import online
 from .boost import MAX_BOOST, b_gamma, job_work
 
@@ -43,11 +43,11 @@ MIN_TABLE_SAMPLES = 50
 
 @njit(cache=True, inline="always")
 def prompt_work(params, ri, i):
-    """Prompt work, s: every prompt token, or (``cached=1``) those the prefix cache did not
-    serve at the request's admission (none is known before it)."""
+    """Prompt work, s: every prompt token, or (``cached=1``) those the prefix cache does not
+    serve: its match at arrival or the latest refresh while waiting, its hit once admitted."""
     tokens = ri[i, PROMPT]
     if params[CACHED] == 1.0:
-        tokens = max(tokens - ri[i, CACHED_TOKENS], 0)
+        tokens = max(tokens - ri[i, MATCH_TOKENS], 0)
     return params[ALPHA_P] * tokens
 
 
