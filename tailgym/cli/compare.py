@@ -139,11 +139,12 @@ def run(args) -> int:
     seeds = sorted({r["seed"] for r in rows})
     _notes(rows, summary)
     print(f"{title(args)} | seeds {','.join(map(str, seeds))}")
+    over = f"{len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
     if args.table == "full":
-        print(f"mean over {len(seeds)} seeds\n")
+        print(f"mean over {over}\n")
         print(grid.format_table(summary, metrics))
     else:
-        print(f"ranked by {args.rank_by} (mean over {len(seeds)} seeds), best first\n")
+        print(f"ranked by {args.rank_by} (mean over {over}), best first\n")
         print(grid.format_ranking(ranked, metrics, args.rank_by))
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
