@@ -13,11 +13,14 @@ Every cell (one policy column, load and seed) is stored atomically in ``OUT/cell
 the simulation, so re-running a grid skips finished cells and a killed run loses only the
 cells in flight. The cache is keyed on the inputs, not on the code: after changing the
 simulator, use a fresh ``OUT``. ``OUT/results.csv`` has a row per cell, ``summary.csv`` a
-row per policy column and load (mean, min and max over seeds).
+row per policy column and load (mean over seeds, its 95% interval ``_lo``/``_hi`` and the
+``_min``/``_max`` over seeds), ``ranking.csv`` a row per policy column and load of the ranked
+table, with the paired 95% interval of its difference from the reference (``tailgym.stats``).
 
 Python API: ``parse_policies``, ``parse_sweep``, ``expand_sweeps``, ``make_grid`` (``Cell``
 objects), ``run_cell``, ``run_grid``, ``aggregate``, ``ranking``, ``write_csv``,
-``format_ranking``, ``format_table``, ``pooled_latencies``.
+``ranking_rows``, ``format_ranking``, ``format_table``, ``interval_note``,
+``pooled_latencies``.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import textwrap
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,7 @@ import numpy as np
 from .data import DataError
 from .metrics import METRIC_TITLES, METRICS, PERCENTILES
 from .policies import get_policy
+from .stats import LEVEL, Interval, mean_interval, paired_ratio
 
 # The main job's grid: the policies of the headline comparison, loads around the knee of the
 # default workload (latency tails bend up between 1 and 1.2 of saturation), three seeds.
@@ -303,9 +308,20 @@ def run_grid(cells: list[Cell], out_dir, processes: int = 1, progress: bool = Fa
     return [load_row(out_dir, c) for c in cells]
 
 
+def _distinct(values) -> np.ndarray:
+    """Per-seed values, or just the first where every seed gave the same (a trace replayed as
+    is: the seeds are copies of one run, not replications, so they carry no interval)."""
+    values = np.asarray(values, dtype=np.float64)
+    same = values.size > 1 and np.array_equal(values, np.full_like(values, values[0]),
+                                               equal_nan=True)
+    return values[:1] if same else values
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """One row per (workload, policy column, load): counts summed over seeds; rates and
-    latency statistics averaged, with ``_min``/``_max`` over seeds for the latter."""
+    latency statistics averaged, the latter with ``_lo``/``_hi``, the 95% Student-t interval
+    of the mean over seeds (nan with one seed, or where all seeds gave the same value), and
+    ``_min``/``_max`` over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in GROUP), []).append(r)
@@ -316,8 +332,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
         agg.update({k: float(np.mean([r[k] for r in rs])) for k in RATES})
         for k in STAT_KEYS:
             values = np.array([r[k] for r in rs], dtype=np.float64)
-            agg.update({k: float(values.mean()), f"{k}_min": float(values.min()),
-                        f"{k}_max": float(values.max())})
+            ci = mean_interval(_distinct(values))
+            agg.update({k: float(values.mean()), f"{k}_lo": ci.lo, f"{k}_hi": ci.hi,
+                        f"{k}_min": float(values.min()), f"{k}_max": float(values.max())})
         out.append(agg)
     return out
 
@@ -338,17 +355,47 @@ def write_csv(rows: list[dict], path) -> Path:
     return path
 
 
-def _with_spread(row: dict, key: str) -> str:
-    mean, lo, hi = row[key], row[f"{key}_min"], row[f"{key}_max"]
-    if row["seeds"] == 1 or not np.isfinite(mean):
+MARK = "*"  # after a difference whose 95% interval excludes 0
+
+
+def _with_interval(row: dict, key: str) -> str:
+    """``mean ±h%``: h is the half-width of the 95% interval of the mean over seeds, in % of
+    the mean; the mean alone with one seed (or seeds that are copies of one run)."""
+    mean, lo, hi = row[key], row[f"{key}_lo"], row[f"{key}_hi"]
+    if not (np.isfinite(mean) and np.isfinite(lo) and np.isfinite(hi)):
         return f"{mean:.4g}"
-    half = 100 * (hi - lo) / 2 / mean if mean else 0.0
+    half = 100 * (hi - lo) / 2 / abs(mean) if mean else 0.0
     return f"{mean:.4g} ±{half:.0f}%"
+
+
+def _level() -> str:
+    return f"{100 * LEVEL:g}%"
+
+
+def interval_note(seeds: int, vs: str | None = "#1", copies: bool = False) -> str:
+    """What the table's ± (and, where ``vs`` names the reference, its 'vs' column) means, for
+    ``seeds`` seeds; ``copies``: every seed gave the same results (no interval anywhere)."""
+    if seeds < 2:
+        note = ("one seed: no intervals, and no difference is called real (several seeds, "
+                f"e.g. --seeds 0,1,2, give {_level()} intervals)")
+    elif copies:
+        note = (f"the {seeds} seeds gave identical results (copies of one run, not "
+                f"replications): no intervals, and no difference is called real")
+    else:
+        note = (f"± is half the {_level()} Student-t interval of the mean over {seeds} seeds "
+                f"(t with {seeds - 1} df; % of the mean)")
+    notes = [note]
+    if vs and seeds >= 2 and not copies:
+        notes += [f"'vs {vs}': the column's value over {vs}'s on the same seed, geometric mean "
+                  f"over the {seeds} seeds, minus 1, and in [ ] its paired {_level()} t interval "
+                  f"(of the mean log ratio)",
+                  f"{MARK} marks a real difference: its {_level()} interval excludes 0"]
+    return "\n".join(line for n in notes for line in textwrap.wrap(n, 100))
 
 
 def format_table(summary: list[dict], metrics=TABLE_METRICS) -> str:
     """A block per metric: mean/P50/P90/P95/P99 per policy column and load, each the mean over
-    seeds ± half the min-max range over seeds (% of the mean)."""
+    seeds ± half its 95% interval (% of the mean), and a line saying so."""
     width = max(len("policy"), *(len(policy_label(r)) for r in summary)) + 2
     col = 15
     blocks = []
@@ -356,62 +403,108 @@ def format_table(summary: list[dict], metrics=TABLE_METRICS) -> str:
         head = f"{'policy':<{width}}{'load':>6}" + "".join(f"{s:>{col}}" for s in TABLE_STATS)
         lines = [f"{METRIC_TITLES[m]} (s)", head, "-" * len(head)]
         lines += [f"{policy_label(r):<{width}}{r['load']:>6g}"
-                  + "".join(f"{_with_spread(r, f'{m}_{s}'):>{col}}" for s in TABLE_STATS)
+                  + "".join(f"{_with_interval(r, f'{m}_{s}'):>{col}}" for s in TABLE_STATS)
                   for r in summary]
         blocks.append("\n".join(lines))
+    copies = not any(np.isfinite(r[f"{m}_{s}_lo"]) for r in summary for m in metrics
+                     for s in TABLE_STATS)
+    blocks.append(interval_note(max(r["seeds"] for r in summary), vs=None, copies=copies))
     return "\n\n".join(blocks)
 
 
-def ranking(rows: list[dict], summary: list[dict], by: str = RANK_BY) -> list[dict]:
+def ranking(rows: list[dict], summary: list[dict], by: str = RANK_BY,
+            reference: str | None = None) -> list[dict]:
     """The summary rows by load, each load's ordered by ``by`` (mean over seeds, lowest first;
-    nan last), with ``rank`` and ``vs_best``: (mean, min, max) over seeds of ``by`` relative
-    to the leader's on the same seed, minus 1 (each seed is the same workload draw for every
-    policy, so this is the paired difference)."""
+    nan last), with ``rank``, ``reference`` (the label compared with: ``reference`` if given,
+    else the load's leader), ``vs`` (its name in the table: ``reference`` or "#1") and
+    ``vs_best``, a ``tailgym.stats.Interval``: ``by`` relative to the reference's on the same
+    seed (each seed is the same workload draw for every policy), the geometric mean of the
+    per-seed ratios minus 1 with its paired 95% interval (none for the reference itself, with
+    one seed, or where both columns gave the same value on every seed: copies of one run)."""
     per_seed = {(policy_label(r), r["load"], r["seed"]): r[by] for r in rows}
+    if reference is not None and reference not in {policy_label(r) for r in summary}:
+        raise CompareError(f"--vs {reference!r} is not a policy column of the grid "
+                           f"({', '.join(dict.fromkeys(policy_label(r) for r in summary))})")
     out = []
     for load in dict.fromkeys(r["load"] for r in summary):
         ordered = sorted((r for r in summary if r["load"] == load),
                          key=lambda r: (not np.isfinite(r[by]), r[by]))
-        best = policy_label(ordered[0])
-        seeds = sorted({s for (label, x, s) in per_seed if label == best and x == load})
+        ref = reference or policy_label(ordered[0])
+        seeds = sorted({s for (label, x, s) in per_seed if label == ref and x == load})
+        base = np.array([per_seed[ref, load, s] for s in seeds])
         for rank, r in enumerate(ordered, 1):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.array([per_seed[policy_label(r), load, s] / per_seed[best, load, s]
-                                  for s in seeds]) - 1.0
-            out.append({**r, "rank": rank, "vs_best": (float(ratio.mean()), float(ratio.min()),
-                                                       float(ratio.max()))})
+            value = np.array([per_seed[policy_label(r), load, s] for s in seeds])
+            if policy_label(r) == ref:
+                vs = Interval(0.0, np.nan, np.nan, len(seeds))
+            elif len(_distinct(value)) == len(_distinct(base)) == 1:  # copies of one run
+                vs = paired_ratio(value[:1], base[:1])
+            else:
+                vs = paired_ratio(value, base)
+            out.append({**r, "rank": rank, "reference": ref, "vs": reference or "#1",
+                        "vs_best": vs})
     return out
 
 
+RANKING_COLUMNS = (*GROUP, "seeds", "rank", "by", "value", "value_lo", "value_hi", "reference",
+                   "vs_reference", "vs_reference_lo", "vs_reference_hi", "vs_reference_real")
+
+
+def ranking_rows(ranked: list[dict], by: str = RANK_BY) -> list[dict]:
+    """The ranked table as CSV rows: ``value`` (mean over seeds of ``by``) with its 95%
+    interval, and the paired relative difference from the reference (fractions) with its 95%
+    interval and whether that excludes 0."""
+    return [{**{k: r[k] for k in (*GROUP, "seeds", "rank")}, "by": by, "value": r[by],
+             "value_lo": r[f"{by}_lo"], "value_hi": r[f"{by}_hi"], "reference": r["reference"],
+             "vs_reference": r["vs_best"].estimate, "vs_reference_lo": r["vs_best"].lo,
+             "vs_reference_hi": r["vs_best"].hi, "vs_reference_real": int(r["vs_best"].real)}
+            for r in ranked]
+
+
+def _percent(fraction: float) -> str:
+    """Signed per cent: one decimal from 0.1% to 100%, one significant digit below."""
+    pct = 100 * fraction
+    if pct == 0 or abs(pct) >= 100:
+        return f"{pct:+.0f}"
+    return f"{pct:+.1f}" if abs(pct) >= 0.1 else f"{pct:+.1g}"
+
+
 def _vs_best(row: dict) -> str:
-    mean, lo, hi = row["vs_best"]
-    if row["rank"] == 1 or not np.isfinite(mean):
+    ci = row["vs_best"]
+    if policy_label(row) == row["reference"] or not np.isfinite(ci.estimate):
         return ""
-    spread = f" ({100 * lo:+.1f} to {100 * hi:+.1f})" if row["seeds"] > 1 else ""
-    return f"{100 * mean:+.1f}%{spread}"
+    if not ci.has_interval:
+        return f"{_percent(ci.estimate)}%"
+    mark = f" {MARK}" if ci.real else ""
+    return f"{_percent(ci.estimate)}% [{_percent(ci.lo)}, {_percent(ci.hi)}]{mark}"
 
 
 def format_ranking(ranked: list[dict], metrics=TABLE_METRICS, by: str = RANK_BY) -> str:
     """A block per load: the policy columns ranked (see ``ranking``), with P50 and P99 of each
-    metric (mean over seeds ± half their min-max range, % of the mean) and how far each
-    column's ``by`` lies behind the leader's."""
+    metric (mean over seeds ± half its 95% interval, % of the mean) and how far each column's
+    ``by`` lies from the reference's (paired by seed, with its 95% interval; ``*``: the
+    interval excludes 0); a closing line says what the intervals are."""
     width = max(len("policy"), *(len(policy_label(r)) for r in ranked)) + 2
     keys = [f"{m}_{s}" for m in metrics for s in RANK_STATS]
     titles = [f"{SHORT_TITLES[m]} {s.upper()}" for m in metrics for s in RANK_STATS]
     metric, _, stat = by.rpartition("_")
     by_title = f"{SHORT_TITLES[metric]} {stat.upper()}"
+    vs = ranked[0]["vs"]
+    seeds = max(r["seeds"] for r in ranked)
     col = 13
     head = (f"{'#':>3}  {'policy':<{width}}" + "".join(f"{t:>{col}}" for t in titles)
-            + f"   {by_title} vs #1")
+            + f"   {by_title} vs {vs}" + (f" [{_level()} CI]" if seeds > 1 else ""))
     blocks = []
     for load in dict.fromkeys(r["load"] for r in ranked):
         rs = [r for r in ranked if r["load"] == load]
         lines = [f"load {load:g}: {rs[0]['rate_rps']:.3g} req/s, saturation "
                  f"{rs[0]['saturation_rps']:.3g} req/s", head]
         lines += [f"{r['rank']:>3}  {policy_label(r):<{width}}"
-                  + "".join(f"{_with_spread(r, k):>{col}}" for k in keys) + f"   {_vs_best(r)}"
+                  + "".join(f"{_with_interval(r, k):>{col}}" for k in keys) + f"   {_vs_best(r)}"
                   for r in rs]
         blocks.append("\n".join(line.rstrip() for line in lines))
+    copies = not any(r["vs_best"].has_interval or np.isfinite(r[f"{k}_lo"])
+                     for r in ranked for k in (*keys, by))
+    blocks.append(interval_note(seeds, vs, copies))
     return "\n\n".join(blocks)
 
 

@@ -101,14 +101,16 @@ def latency_cdfs(samples: dict[str, dict[str, np.ndarray]], path, *, metrics, ti
 
 def p99_vs_load(rows: list[dict], path, *, metrics, title: str, stat: str = "p99") -> Path:
     """``stat`` of each metric versus load, one panel per metric, one line per policy column;
-    ``rows`` are aggregated rows (``compare.aggregate``), error bars span min to max over seeds."""
+    ``rows`` are aggregated rows (``compare.aggregate``); error bars are the 95% Student-t
+    interval of the mean over seeds (``_lo``/``_hi``; none where it is nan: one seed, or
+    seeds that gave the same value)."""
     seeds = max(r["seeds"] for r in rows)
-    bars = f" | bars: min to max over {seeds} seeds" if seeds > 1 else ""
+    bars = f" | bars: 95% t interval of the mean over {seeds} seeds" if seeds > 1 else ""
     fig, axes = _figure(len(metrics), title + bars)
     labels = list(dict.fromkeys(policy_label(r) for r in rows))
     colors = _colors(labels)
     loads = sorted({r["load"] for r in rows})
-    spread = any(r[f"{m}_{stat}_min"] < r[f"{m}_{stat}_max"] for r in rows for m in metrics)
+    spread = any(r[f"{m}_{stat}_lo"] < r[f"{m}_{stat}_hi"] for r in rows for m in metrics)
     # bars side by side, so that they do not hide each other (none to hide: lines stay put)
     dodge = spread * 0.08 * min(np.diff(loads), default=0.0) / max(len(labels) - 1, 1)
     for ax, m in zip(axes, metrics):
@@ -116,12 +118,18 @@ def p99_vs_load(rows: list[dict], path, *, metrics, title: str, stat: str = "p99
         for i, label in enumerate(labels):
             rs = sorted((r for r in rows if policy_label(r) == label), key=lambda r: r["load"])
             y = np.array([r[key] for r in rs])
-            lo, hi = ([r[f"{key}_{end}"] for r in rs] for end in ("min", "max"))
+            lo, hi = (np.array([r[f"{key}_{end}"] for r in rs]) for end in ("lo", "hi"))
             bar = np.clip([y - lo, hi - y], 0.0, None)  # the mean may sit an ulp outside
+            bar[0] = np.minimum(bar[0], y * (1 - 1e-9))  # a log axis cannot show <= 0
+            bar = np.nan_to_num(bar)  # no interval: no bar
             x = np.array([r["load"] for r in rs]) + (i - (len(labels) - 1) / 2) * dodge
             ax.errorbar(x, y, yerr=bar, color=colors[label], label=label, marker="o", ms=4,
                         capsize=3, lw=1.5)
-        _auto_axis(ax, "y", [r[f"{key}_{end}"] for r in rows for end in ("min", "max")])
+        _auto_axis(ax, "y", [r[key] for r in rows])
+        means = [r[key] for r in rows if np.isfinite(r[key]) and r[key] > 0]
+        if ax.get_yscale() == "log" and means:  # the lowest bound, or a wide one off the edge
+            lows = [r[f"{key}_lo"] for r in rows if r[f"{key}_lo"] > 0] + [min(means)]
+            ax.set_ylim(bottom=max(min(lows), min(means) / 4) / 1.2)
         ax.set(xlabel="load (fraction of saturation throughput)",
                ylabel=f"{stat.upper()} {METRIC_TITLES[m]} (s)", title=METRIC_TITLES[m])
         ax.grid(True, which="both", alpha=0.3)

@@ -28,7 +28,7 @@ def test_tailgym_compare_ranks_the_main_policies_and_draws_the_plots(tmp_path):
     for block in blocks:
         lines = block.splitlines()
         assert lines[1].split() == ["#", "policy", "TTFT", "P50", "TTFT", "P99", "TTLT", "P50",
-                                    "TTLT", "P99", "TTLT", "P99", "vs", "#1"]
+                                    "TTLT", "P99", "TTLT", "P99", "vs", "#1", "[95%", "CI]"]
         ranked = [line.split() for line in lines[2:2 + len(MAIN_POLICIES)]]
         assert [row[0] for row in ranked] == [str(i) for i in range(1, len(MAIN_POLICIES) + 1)]
         assert sorted(row[1] for row in ranked) == sorted(MAIN_POLICIES)
@@ -39,6 +39,7 @@ def test_tailgym_compare_ranks_the_main_policies_and_draws_the_plots(tmp_path):
         summary = list(csv.DictReader(f))
     assert len(summary) == 2 * len(MAIN_POLICIES) and {r["seeds"] for r in summary} == {"2"}
     assert all(r["workload"] == "default" and int(r["requests_in"]) == 4000 for r in summary)
-    for name in ("results.csv", "cdf_load1.png", "p99_vs_load.png"):
+    assert "95% Student-t interval of the mean over 2 seeds" in " ".join(out.split())
+    for name in ("results.csv", "ranking.csv", "cdf_load1.png", "p99_vs_load.png"):
         assert (folder / name).stat().st_size > 1000
     assert f"wrote {Path('tailgym-compare') / 'results.csv'}" in out

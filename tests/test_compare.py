@@ -1,4 +1,6 @@
-"""``tailgym compare``: knob syntax, sweeps, the resumable grid, CSVs and the command."""
+"""``tailgym compare``: knob syntax, sweeps, the resumable grid, CSVs, the paired intervals of
+its tables and the command."""
+import csv
 import json
 import subprocess
 import sys
@@ -118,6 +120,7 @@ def test_grid_writes_one_file_pair_per_cell_and_csv_rows(tmp_path):
     summary = aggregate(rows)
     assert len(summary) == 4 and summary[0]["seeds"] == 2 and summary[0]["requests_in"] == 400
     assert summary[0]["ttft_p99_min"] <= summary[0]["ttft_p99"] <= summary[0]["ttft_p99_max"]
+    assert summary[0]["ttft_p99_lo"] < summary[0]["ttft_p99"] < summary[0]["ttft_p99_hi"]
     lines = write_csv(rows, tmp_path / "results.csv").read_text().splitlines()
     assert lines[0].startswith("workload,policy,knobs,sweep,load,seed,rate_rps,saturation_rps")
     assert len(lines) == 9 and "ttlt_p999" in lines[0] and lines[5].startswith(f"{WORKLOAD},fake,gamma=1,")
@@ -159,24 +162,101 @@ def _row(policy, load, seed, value):
             **dict.fromkeys(STAT_KEYS, value)}
 
 
+T1, T2 = 12.706205, 4.302653  # t quantiles 0.975 with 1 and 2 degrees of freedom
+
+
 def test_ranking_orders_each_load_and_compares_seed_by_seed():
     rows = [_row("a", 0.5, 0, 2.0), _row("a", 0.5, 1, 4.0),   # mean 3
             _row("b", 0.5, 0, 1.0), _row("b", 0.5, 1, 4.4),   # mean 2.7: leads on the mean
             _row("c", 0.5, 0, np.nan), _row("c", 0.5, 1, np.nan),
             _row("a", 0.9, 0, 5.0), _row("a", 0.9, 1, 5.0),
             _row("b", 0.9, 0, 6.0), _row("b", 0.9, 1, 7.5)]
-    ranked = ranking(rows, aggregate(rows), by="ttlt_p99")
+    summary = aggregate(rows)
+    assert (summary[0]["ttlt_p99_lo"], summary[0]["ttlt_p99_hi"]) == pytest.approx(
+        (3 - T1, 3 + T1))                                     # sd / sqrt(2) = |4 - 2| / 2 = 1
+    assert np.isnan(summary[3]["ttlt_p99_lo"])                # a at 0.9: 5 on both seeds
+    ranked = ranking(rows, summary, by="ttlt_p99")
     assert [(r["load"], r["policy"], r["rank"]) for r in ranked] == [
         (0.5, "b", 1), (0.5, "a", 2), (0.5, "c", 3), (0.9, "a", 1), (0.9, "b", 2)]
-    mean, lo, hi = ranked[1]["vs_best"]                       # a/b per seed: 2, 0.909
-    assert (lo, hi) == pytest.approx((4.0 / 4.4 - 1, 1.0)) and mean == pytest.approx((lo + hi) / 2)
-    assert ranked[4]["vs_best"] == pytest.approx((0.35, 0.2, 0.5))
+    logs = np.log([2.0 / 1.0, 4.0 / 4.4])                     # a over b per seed
+    vs = ranked[1]["vs_best"]
+    half = T1 * abs(logs[1] - logs[0]) / 2
+    assert vs.estimate == pytest.approx(np.sqrt(2.0 * 4.0 / 4.4) - 1)  # geometric mean - 1
+    assert (vs.lo, vs.hi) == pytest.approx(np.expm1([logs.mean() - half, logs.mean() + half]))
+    assert not vs.real and np.isnan(ranked[0]["vs_best"].lo)
+    assert np.isnan(ranked[2]["vs_best"].estimate)
+    assert ranked[4]["vs_best"].estimate == pytest.approx(np.sqrt(1.2 * 1.5) - 1)
     text = format_ranking(ranked, ("ttft", "ttlt"), "ttlt_p99")
     assert text.splitlines()[:2] == [
         "load 0.5: 1 req/s, saturation 1 req/s",
-        "  #  policy       TTFT P50     TTFT P99     TTLT P50     TTLT P99   TTLT P99 vs #1"]
-    assert "  2  a              3 ±33%" in text and "+45.5% (-9.1 to +100.0)" in text
-    assert "  1  a" in text.split("load 0.9")[1] and "+35.0% (+20.0 to +50.0)" in text
+        "  #  policy       TTFT P50     TTFT P99     TTLT P50     TTLT P99"
+        "   TTLT P99 vs #1 [95% CI]"]
+    assert "  2  a             3 ±424%" in text                  # 100 T1 / 3
+    assert "+34.8% [-99.1, +20096]" in text and _marked(text) == []
+    assert "  1  a" in text.split("load 0.9")[1] and "+34.2% [-67.5, +454]" in text
+    assert "95% Student-t interval of the mean over 2 seeds (t with 1 df" in " ".join(text.split())
+
+
+def _marked(text):
+    """The policies of the table lines that end with the real-difference marker."""
+    return [line.split()[1] for line in text.splitlines() if line.endswith(" *")]
+
+
+def _seeds(policy, values, load=1.0):
+    return [_row(policy, load, seed, v) for seed, v in enumerate(values)]
+
+
+def test_pairing_by_seed_finds_a_real_difference_that_the_spreads_hide():
+    rows = _seeds("a", [1.0, 2.0, 3.0]) + _seeds("b", [2.0, 4.2, 5.7])  # b/a: 2, 2.1, 1.9
+    ranked = ranking(rows, aggregate(rows))
+    logs = np.log([2.0, 2.1, 1.9])
+    half = T2 * logs.std(ddof=1) / np.sqrt(3)
+    vs = ranked[1]["vs_best"]
+    assert (vs.estimate, vs.lo, vs.hi) == pytest.approx(
+        np.expm1([logs.mean(), logs.mean() - half, logs.mean() + half]))
+    assert vs.real
+    text = format_ranking(ranked)
+    assert "  1  a             2 ±124%" in text                  # 100 T2 / sqrt(3) / 2
+    assert "  2  b         3.967 ±117%" in text and "+99.8% [+76.5, +126] *" in text
+    assert _marked(text) == ["b"]
+    assert "over 3 seeds (t with 2 df" in " ".join(text.split())
+    assert "* marks a real difference" in text
+    csv_rows = compare.ranking_rows(ranked)
+    assert [(r["policy"], r["rank"], r["reference"], r["vs_reference_real"]) for r in csv_rows] == [
+        ("a", 1, "a", 0), ("b", 2, "a", 1)]
+    assert (csv_rows[1]["vs_reference_lo"], csv_rows[1]["vs_reference_hi"]) == (vs.lo, vs.hi)
+    assert np.isnan(csv_rows[0]["vs_reference_lo"])
+
+
+def test_a_named_reference_instead_of_the_leader():
+    rows = _seeds("a", [1.0, 2.0, 3.0]) + _seeds("b", [2.0, 4.2, 5.7]) + _seeds("c", [3, 3, 3])
+    ranked = ranking(rows, aggregate(rows), reference="b")
+    vs = {r["policy"]: r["vs_best"] for r in ranked}
+    assert [r["policy"] for r in ranked] == ["a", "c", "b"]
+    assert [r["reference"] for r in ranked] == ["b"] * 3
+    assert vs["a"].hi < 0 and vs["a"].real                            # a is below b
+    assert vs["c"].lo < 0 < vs["c"].hi                                # c: 3 on every seed
+    assert np.isnan(vs["b"].lo)                                       # b itself
+    text = format_ranking(ranked)
+    assert _marked(text) == ["a"]
+    assert "TTLT P99 vs b [95% CI]" in text and "'vs b': the column's value over b's" in text
+    assert "* marks a real difference: its 95% interval excludes 0" in text
+    with pytest.raises(CompareError, match="'d' is not a policy column"):
+        ranking(rows, aggregate(rows), reference="d")
+
+
+def test_one_seed_or_identical_seeds_give_no_interval_and_no_marker():
+    rows = _seeds("a", [2.0]) + _seeds("b", [3.0])
+    text = format_ranking(ranking(rows, aggregate(rows)))
+    assert "  2  b                   3            3            3            3   +50.0%" in text
+    assert "[" not in text and _marked(text) == [] and "one seed: no intervals" in text
+    assert "one seed: no intervals" in compare.format_table(aggregate(rows))
+    rows = _seeds("a", [2.0] * 3) + _seeds("b", [3.0] * 3)           # a trace replayed as is
+    ranked = ranking(rows, aggregate(rows))
+    assert not ranked[1]["vs_best"].has_interval and not ranked[1]["vs_best"].real
+    text = format_ranking(ranked)
+    assert "+50.0%\n" in text and _marked(text) == []
+    assert "the 3 seeds gave identical results" in text
 
 
 def _cli(tmp_path, *extra):
@@ -197,6 +277,10 @@ def test_cli_end_to_end_in_two_processes_and_resumed(tmp_path, capsys):
     summary = (tmp_path / "summary.csv").read_text().splitlines()
     assert len(results) == 1 + 3 * 2 * 2 and len(summary) == 1 + 3 * 2
     assert ",fake,gamma=0.1:mode=b,gamma=0.1,0.8,1," in results[-5]
+    ranked = (tmp_path / "ranking.csv").read_text().splitlines()
+    assert ranked[0].endswith("reference,vs_reference,vs_reference_lo,vs_reference_hi,"
+                              "vs_reference_real") and len(ranked) == 1 + 3 * 2
+    assert "the 2 seeds gave identical results (copies of one run" in out.out  # no intervals
     for name in ("cdf_load0.8.png", "p99_vs_load.png", "frontier_fake.gamma_load0.8.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
@@ -210,12 +294,49 @@ def test_cli_end_to_end_in_two_processes_and_resumed(tmp_path, capsys):
     assert record["wall_s"] > 0 and "wall" not in results[0]
 
 
+def test_cli_prints_paired_intervals_and_marks_only_real_differences(tmp_path, capsys):
+    """A tiny grid under tight KV, where P50 TTLT separates the policies: the table's
+    intervals and markers are the paired t intervals recomputed here from results.csv."""
+    assert main(["compare", "--workload", "default:n=200", "--policies",
+                 "fcfs,srpt-oracle,sjf-oracle,las", "--loads", "1.2", "--seeds", "0,1,2",
+                 "--kv-blocks", "800", "--rank-by", "ttlt_p50", "--processes", "1",
+                 "--no-plots", "-q", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by ttlt_p50 (mean over 3 seeds)" in out and "TTLT P50 vs #1 [95% CI]" in out
+    assert "over 3 seeds (t with 2 df" in " ".join(out.split())
+    with open(tmp_path / "results.csv") as f:
+        per_seed = {}
+        for r in csv.DictReader(f):
+            per_seed.setdefault(r["policy"], []).append(float(r["ttlt_p50"]))
+    leader = min(per_seed, key=lambda p: np.mean(per_seed[p]))
+    with open(tmp_path / "ranking.csv") as f:
+        table = {r["policy"]: r for r in csv.DictReader(f)}
+    assert table[leader]["rank"] == "1" and set(table) == set(per_seed)
+    real = []
+    for policy, values in per_seed.items():
+        if policy == leader:
+            continue
+        logs = np.log(np.array(values) / per_seed[leader])
+        half = T2 * logs.std(ddof=1) / np.sqrt(3)
+        lo, hi = np.expm1(logs.mean() - half), np.expm1(logs.mean() + half)
+        row = table[policy]
+        assert (float(row["vs_reference_lo"]), float(row["vs_reference_hi"])) == \
+            pytest.approx((lo, hi))
+        assert row["vs_reference_real"] == str(int(lo > 0 or hi < 0))
+        if lo > 0 or hi < 0:
+            real.append(policy)
+    assert "fcfs" in real  # FCFS's median is several times the oracles' here
+    assert sorted(_marked(out)) == sorted(real)
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--policies", "fcfs:gamma=1"], "'fcfs:gamma=1': policy 'fcfs' has no knob 'gamma'"),
     (["--loads", "0.5,abc"], "argument --loads: must be a number > 0, got 'abc'"),
     (["--seeds", "0,-1"], "argument --seeds: must be an integer >= 0, got '-1'"),
     (["--plot-load", "0.3"], "--plot-load 0.3 is not one of --loads 0.9,1,1.1,1.2"),
     (["--processes", "0"], "argument --processes: must be an integer >= 1, got '0'"),
+    (["--policies", "fcfs,las", "--vs", "sjf-oracle"],
+     "--vs 'sjf-oracle' is not one of the policy columns (fcfs, las)"),
     (["--rank-by", "ttlt_p98"], "unknown choice 'ttlt_p98'; did you mean 'ttlt_p99'?"),
     (["--warmup", "1e6", "--workload", "default:n=20", "--loads", "0.5", "--seeds", "0",
       "--policies", "fcfs"], "fcfs at load 0.5, seed 0: --warmup 1e+06 excludes every request"),

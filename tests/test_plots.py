@@ -11,12 +11,15 @@ METRICS = ("ttft", "tbt", "ttlt")
 
 
 def _row(policy, knobs, sweep, load, scale):
-    """An aggregated row whose latencies grow with ``load`` and ``scale``; spread +-10%."""
+    """An aggregated row whose latencies grow with ``load`` and ``scale``; spread +-10%, 95%
+    interval +-20% (-100% for sjf-oracle's P99 at 0.9: a lower bound below 0)."""
     row = {"workload": "default:n=200", "policy": policy, "knobs": knobs, "sweep": sweep,
            "load": load, "seeds": 3}
     for i, key in enumerate(STAT_KEYS):
         value = scale * (1 + i % 6) / (1.05 - load)
-        row.update({key: value, f"{key}_min": 0.9 * value, f"{key}_max": 1.1 * value})
+        wide = policy == "sjf-oracle" and load == 0.9 and key.endswith("_p99")
+        row.update({key: value, f"{key}_min": 0.9 * value, f"{key}_max": 1.1 * value,
+                    f"{key}_lo": (-0.1 if wide else 0.8) * value, f"{key}_hi": 1.2 * value})
     return row
 
 
@@ -81,4 +84,11 @@ def test_p99_plot_says_what_its_error_bars_are(tmp_path, monkeypatch):
     save = plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
     plots.p99_vs_load(_rows(), tmp_path / "p99.png", metrics=("ttlt",), title="t")
-    assert figures[0]._suptitle.get_text() == "t | bars: min to max over 3 seeds"
+    assert figures[0]._suptitle.get_text() == "t | bars: 95% t interval of the mean over 3 seeds"
+    ax = figures[0].axes[0]
+    bottom, top = ax.get_ylim()
+    assert ax.get_yscale() == "log" and 0 < bottom and top > max(r["ttlt_p99_hi"] for r in _rows())
+    one = [{**r, "seeds": 1, **{k: np.nan for k in r if k.endswith(("_lo", "_hi"))}}
+           for r in _rows()]
+    plots.p99_vs_load(one, tmp_path / "one.png", metrics=("ttlt",), title="t")
+    assert figures[1]._suptitle.get_text() == "t"  # one seed: no bars, nothing to say

@@ -13,8 +13,9 @@ HELP = ("the main job: rank policies by their latency tails over loads and seeds
 DESCRIPTION = (
     "Rank scheduling policies by their latency tails on one workload and engine: every policy "
     "column at every load and seed, in parallel processes. Prints a table per load, best first, "
-    "and writes OUT/results.csv (a row per run), OUT/summary.csv (a row per policy and load) "
-    "and plots. With no options: the main policies on the offline default workload at loads "
+    "with 95% intervals over seeds, and writes OUT/results.csv (a row per run), OUT/summary.csv "
+    "(a row per policy and load), OUT/ranking.csv (the ranked table with its intervals) and "
+    "plots. With no options: the main policies on the offline default workload at loads "
     "around the knee, three seeds.")
 EPILOG = (
     "Policy syntax: NAME or NAME:KNOB=VALUE:KNOB=VALUE (e.g. uniboost:gamma=10:k=256), "
@@ -62,6 +63,9 @@ def add_arguments(p) -> None:
                    choices=[f"{m}_{s}" for m in grid.METRICS for s in grid.STATS],
                    help=f"the statistic that orders the table, e.g. ttft_p99 or ttlt_p50 "
                         f"(default: {grid.RANK_BY})")
+    p.add_argument("--vs", metavar="POLICY[:KNOB=V...]",
+                   help="compare each column with this one (a policy column's label) instead "
+                        "of each load's leader")
     p.add_argument("--table", choices=("ranked", "full"), default="ranked",
                    help="ranked: P50/P99 per load, best first; full: mean/P50/P90/P95/P99 of "
                         "every metric (default: ranked)")
@@ -113,6 +117,11 @@ def run(args) -> int:
     at = plot_load(args.loads, args.plot_load)
     sweeps = [grid.parse_sweep(s) for s in args.sweep]
     columns = grid.expand_sweeps(grid.parse_policies(args.policies), sweeps)
+    if args.vs:  # the column's label as the table writes it (knobs in registry order)
+        args.vs = grid.parse_policy(args.vs).label
+        if args.vs not in {c.label for c in columns}:
+            raise common.CLIError(f"--vs {args.vs!r} is not one of the policy columns "
+                                  f"({', '.join(c.label for c in columns)})")
     cells = grid.make_grid(args.workload, columns, args.loads, args.seeds, model=args.model,
                            gpu=args.gpu, engine=common.engine_knobs(args),
                            warmup_s=args.warmup_s, on_unfit=args.on_unfit,
@@ -120,21 +129,22 @@ def run(args) -> int:
     common.ensure_compiled(args.quiet)
     rows = grid.run_grid(cells, out, args.processes, progress=not args.quiet)
     summary = grid.aggregate(rows)
+    ranked = grid.ranking(rows, summary, args.rank_by, args.vs)
     written = [grid.write_csv(rows, out / "results.csv"),
-               grid.write_csv(summary, out / "summary.csv")]
+               grid.write_csv(summary, out / "summary.csv"),
+               grid.write_csv(grid.ranking_rows(ranked, args.rank_by), out / "ranking.csv")]
     if not args.no_plots:
         from ..plots import draw_plots
         written += draw_plots(out, cells, summary, sweeps, metrics, at, title(args))
     seeds = sorted({r["seed"] for r in rows})
     _notes(rows, summary)
     print(f"{title(args)} | seeds {','.join(map(str, seeds))}")
+    over = f"{len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
     if args.table == "full":
-        print("mean over seeds ± half their min-max range (% of the mean)\n")
+        print(f"mean over {over}\n")
         print(grid.format_table(summary, metrics))
     else:
-        print(f"ranked by {args.rank_by} (mean over seeds), best first; ± is half the min-max "
-              f"range over seeds (% of the mean); 'vs #1' compares with the leader seed by seed "
-              f"(mean, and min to max in %)\n")
-        print(grid.format_ranking(grid.ranking(rows, summary, args.rank_by), metrics, args.rank_by))
+        print(f"ranked by {args.rank_by} (mean over {over}), best first\n")
+        print(grid.format_ranking(ranked, metrics, args.rank_by))
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
