@@ -64,3 +64,12 @@ def test_content_keys_are_chained():
     a, b, c = (keys[offsets[i]:offsets[i + 1]].tolist() for i in range(3))
     assert not set(a) & set(b)
     assert a[0] == c[0] and a[1] != c[1]
+
+
+def test_a_block_is_cached_only_once_full():
+    """A (40 prompt tokens, keys 7, 8, 9: its third block ends 8 tokens into its output)
+    decodes; B (60 tokens with A's keys: a next turn) arrives when A has 42 tokens computed.
+    A's third block is still partial, so B hits only the first two (32 tokens)."""
+    state, _ = simulate_arrays([0.0, 0.07], [40, 60], [20, 2], COEF, usable_blocks=20,
+                               block_keys=keys_for([7, 8, 9], [7, 8, 9]), **PREFIX)
+    assert state.ri[1, L.CACHED_TOKENS] == 32
