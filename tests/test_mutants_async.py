@@ -27,3 +27,17 @@ def test_preempted_requests_sit_out_the_next_batch():
     assert batch(6, L.BLK_PREEMPTED) == [0, 1] and batch(6, L.BLK_SCHEDULED) == [2]
     assert 0 not in batch(7, L.BLK_SCHEDULED)
     assert batch(7, L.BLK_PREEMPTED) == []
+
+
+def test_a_request_evicted_in_a_pass_is_not_readmitted_in_it():
+    """srpt-oracle, async, 53 one-token blocks, budget 43. A (15 + 14) decodes; B (42 + 9, less
+    work left) arrives and, to fit its 42-token prompt, evicts A while A's last token is in
+    flight. The same pass must not readmit A (it would be rescheduled from scratch at once)."""
+    _, _, blog = simulate_arrays([0.0114, 0.0408], [15, 42], [14, 9], COEF, "srpt-oracle",
+                                 max_num_batched_tokens=43, max_num_seqs=3, block_size=1,
+                                 usable_blocks=53, async_scheduling=True,
+                                 enable_prefix_caching=False, scheduler_reserve_full_isl=False,
+                                 record_batches=True)
+    step4 = blog[blog[:, L.BL_STEP] == 4]
+    assert step4[step4[:, L.BL_KIND] == L.BLK_PREEMPTED][:, L.BL_REQ].tolist() == [0]
+    assert step4[step4[:, L.BL_KIND] == L.BLK_SCHEDULED][:, L.BL_REQ].tolist() == [1]
