@@ -1,6 +1,6 @@
 """Why UniBoost beats SRPT-oracle at P99: which of its parts matter.
 
-    python experiments/ablation.py [--processes 2]
+    python experiments/ablation.py [--processes 2] [--window 3000] [--seeds 0 1 2] [--out FILE]
 
 Runs UniBoost with one part changed at a time (and FCFS / SRPT-oracle for reference) on
 windows 0-2 of the headline setup (``headline.py``) in three conditions, and writes the
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from headline import run_grid, window_spec
+from headline import WINDOW, run_grid, window_spec
 
 CONDITIONS = (("azure-conv", "tight", 1.1), ("azure-conv", "default", 1.0),
               ("azure-code", "default", 1.0))
@@ -30,25 +30,28 @@ VARIANTS = {
 COLUMNS = ("ttlt_p99", "ttft_p99", "ttlt_p50", "ttft_p50", "preemptions")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--processes", type=int, default=os.cpu_count())
-    args = parser.parse_args()
+    parser.add_argument("--window", type=int, default=WINDOW, help="requests per window")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="windows")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ablation.md"))
+    args = parser.parse_args(argv)
     cells = [dict(trace=t, arrivals="trace", kv=kv, load=load, seed=s, policy=policy, args=knobs,
-                  label=label, workload=window_spec(t, s, 6, "trace"))
+                  label=label, workload=window_spec(t, s, 6, "trace", args.window))
              for t, kv, load in CONDITIONS for label, (policy, knobs) in VARIANTS.items()
-             for s in (0, 1, 2)]
+             for s in args.seeds]
     rows = run_grid(cells, args.processes, "ablation")
     lines = []
     for t, kv, load in CONDITIONS:
-        lines += [f"\n{t}, trace arrivals, {kv} KV, load {load} (mean of windows 0-2)\n",
+        lines += [f"\n{t}, trace arrivals, {kv} KV, load {load} (mean of windows {', '.join(map(str, args.seeds))})\n",
                   "| config | P99 TTLT (s) | P99 TTFT (s) | P50 TTLT (s) | P50 TTFT (s) | preemptions |",
                   "|---|---|---|---|---|---|"]
         for label in VARIANTS:
             sel = [r for r in rows if (r["trace"], r["kv"], r["load"], r["policy"]) == (t, kv, load, label)]
             lines.append(f"| {label} | " + " | ".join(f"{np.mean([r[c] for r in sel]):.3g}"
                                                       for c in COLUMNS) + " |")
-    out = Path(__file__).parent / "results" / "ablation.md"
+    out = Path(args.out)
     out.write_text("\n".join(lines).strip() + "\n")
     print(out.read_text())
     return 0

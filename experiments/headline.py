@@ -43,11 +43,11 @@ METRICS = ("ttft", "tbt", "ttlt")
 STATS = ("mean", "p50", "p90", "p95", "p99")
 
 
-def window_spec(trace: str, seed: int, n_windows: int, arrivals: str) -> str:
-    """Seed ``s`` = the s-th of ``n_windows`` evenly spaced windows of the trace."""
+def window_spec(trace: str, seed: int, n_windows: int, arrivals: str, window: int = WINDOW) -> str:
+    """Seed ``s`` = the s-th of ``n_windows`` evenly spaced windows of ``window`` requests."""
     total = len(load_workload(trace))
-    start = seed * (total - WINDOW) // (n_windows - 1)
-    return f"{trace}:start={start},n={WINDOW}{ARRIVALS[arrivals]}"
+    start = seed * (total - window) // (n_windows - 1)
+    return f"{trace}:start={start},n={window}{ARRIVALS[arrivals]}"
 
 
 def run_grid(cells: list[dict], processes: int, label: str) -> list[dict]:

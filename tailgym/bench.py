@@ -19,7 +19,9 @@ VIDUR_SECONDS = 31.0
 TARGET_SECONDS = 0.3
 
 
-def bench_simulator(repeats: int) -> dict:
+def bench_simulator(repeats: int, workload: str = "azure-conv") -> dict:
+    """Best and median wall time of ``repeats`` FCFS runs of ``workload`` (default: the full
+    Azure conversation trace), after a JIT warm-up."""
     from .sim import simulate
     from .workload import load_workload
 
@@ -28,7 +30,7 @@ def bench_simulator(repeats: int) -> dict:
     t0 = time.perf_counter()
     simulate(load_workload("default").head(50), **knobs)  # JIT compile or load the cache
     warmup = time.perf_counter() - t0
-    trace = load_workload("azure-conv")
+    trace = load_workload(workload)
     walls, reports = [], []
     for _ in range(repeats):
         report = simulate(trace, **knobs)
@@ -43,13 +45,15 @@ def bench_simulator(repeats: int) -> dict:
             "identical": all(r["ttlt"] == s["ttlt"] for r in reports)}
 
 
-def bench_mooncake(repeats: int) -> dict:
+def bench_mooncake(repeats: int, workload: str = "mooncake-conv") -> dict:
+    """Prefix caching: ``repeats`` runs of ``workload`` (default: the Mooncake conversation
+    trace) at a tenth of its rate."""
     from .sim import simulate
     from .workload import load_workload
 
     knobs = dict(model="llama3-8b", gpu="h100-80gb", max_num_batched_tokens=8192,
                  max_num_seqs=256, max_model_len=131072, rate_scale=0.1)
-    trace = load_workload("mooncake-conv")
+    trace = load_workload(workload)
     reports = [simulate(trace, **knobs) for _ in range(repeats)]
     best = min(r.wall_seconds for r in reports)
     s = reports[0].summary()

@@ -19,9 +19,12 @@ FEATURES_OFF = {"async_scheduling": False, "enable_prefix_caching": False,
 
 
 def simulate_arrays(arrival, prompt, output, coef, policy="fcfs", policy_args=None, seed=0,
-                    usable_blocks=None, block_keys=None, record_batches=False, **config):
+                    usable_blocks=None, block_keys=None, record_batches=False, max_steps=None,
+                    **config):
     """Run the engine on arrays; ``usable_blocks`` gives the KV blocks that hold tokens (vLLM's
-    ``num_gpu_blocks`` is one more: block 0 is reserved). Features default to off."""
+    ``num_gpu_blocks`` is one more: block 0 is reserved). Features default to off.
+    ``max_steps`` caps the batches run (a livelock then returns with requests unfinished
+    instead of hanging)."""
     config.setdefault("check", True)
     for key, value in FEATURES_OFF.items():
         config.setdefault(key, value)
@@ -34,5 +37,5 @@ def simulate_arrays(arrival, prompt, output, coef, policy="fcfs", policy_args=No
                         hint=spec.hint(output, knobs, np.random.default_rng(seed)),
                         pstate=spec.pstate(knobs), block_keys=block_keys)
     log, blog = run(state, cfg, coef, spec, params, record_steps=True,
-                    record_batches=record_batches)
+                    record_batches=record_batches, max_steps=max_steps)
     return (state, log, blog) if record_batches else (state, log)
