@@ -1,42 +1,37 @@
-"""Engine bugs found by the mutation work's tests, each as its smallest reproducer asserting
-the correct behaviour. They are marked ``xfail(strict=True)`` until the engine is fixed: the
-suite stays green, and the fix makes them pass, which strict xfail reports as a failure,
-prompting removal of the mark. (vLLM 0.33 features off, as in ``engine_helpers``.)"""
+"""Engine bugs found by the mutation work's tests (since fixed), each as its smallest
+reproducer asserting the correct behaviour: LAS under KV pressure, where two requests mid-prefill
+evicted each other forever (the preemptive scheduler now reserves whole prompts at admission),
+and a swapped-out request needing every block but the watermark's, never swapped back into an
+idle engine (the watermark now counts only while something runs, as for admissions). (vLLM 0.33
+features off, as in ``engine_helpers``.)"""
 import pytest
 from engine_helpers import linear_coef, simulate_arrays
 
 from tailgym.engine import layout as L
-from tailgym.engine.runner import EngineError
 
 COEF = linear_coef(const=0.01, prefill=1e-3)
-LIVELOCK = "LAS under KV pressure: two requests mid-prefill evict each other forever"
-SWAP_STALL = ("a swapped-out request needing every block but the watermark's is never swapped "
-              "back in, though the engine is idle (EngineError: stall)")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LIVELOCK)
 @pytest.mark.parametrize("k", [0, 4, 256])
 def test_las_two_long_prompts_in_three_blocks_finish(k):
     """Two 48-token prompts (3 blocks each) in 3 blocks, 16-token chunks: FCFS would run one
-    then the other (about 8 steps); LAS ping-pongs preemptions and never finishes either."""
+    then the other (about 8 steps); LAS ping-ponged preemptions and never finished either."""
     state, log = simulate_arrays([0.0, 0.0], [48, 48], [1, 1], COEF, "las", {"k": k},
                                  max_num_batched_tokens=32, max_num_seqs=2, usable_blocks=3,
                                  long_prefill_token_threshold=16, max_steps=500)
     assert (state.ri[:, L.STATUS] == L.ST_FINISHED).all(), f"{len(log)} steps, unfinished"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LIVELOCK)
 def test_pure_las_three_tiny_prompts_finish():
     """The fuzz's shrunk case: prompts 1, 3, 3 (one output token each), 1-token blocks, 3
-    blocks, budget 2, 2 seats, 1-token prefill chunks: 10 tokens in all, stuck after 500
-    steps."""
+    blocks, budget 2, 2 seats, 1-token prefill chunks: 10 tokens in all, were stuck after
+    500 steps."""
     state, log = simulate_arrays([0.0, 0.0, 0.0], [1, 3, 3], [1, 1, 1], COEF, "las", {"k": 0},
                                  max_num_batched_tokens=2, max_num_seqs=2, usable_blocks=3,
                                  block_size=1, long_prefill_token_threshold=1, max_steps=500)
     assert (state.ri[:, L.STATUS] == L.ST_FINISHED).all(), f"{len(log)} steps, unfinished"
 
 
-@pytest.mark.xfail(strict=True, raises=EngineError, reason=SWAP_STALL)
 def test_fcfs_swapped_request_is_swapped_back_into_an_idle_engine():
     """4 blocks, watermark 1, swap mode, 16-token prefill chunks. A (1 + 10 tokens) and B (64
     + 1) start together; at step 4 B (48 tokens in 3 blocks) needs a 4th block and, the latest
@@ -50,10 +45,9 @@ def test_fcfs_swapped_request_is_swapped_back_into_an_idle_engine():
     assert state.ri[1, L.N_SWAP] == 1 and (state.ri[:, L.STATUS] == L.ST_FINISHED).all()
 
 
-@pytest.mark.xfail(strict=True, raises=EngineError, reason=SWAP_STALL)
 def test_uniboost_default_reserve_does_not_strand_a_swapped_request():
     """The same stall without any watermark: uniboost's default reserve (2% of 3 blocks,
-    rounded up: 1) keeps a swapped-out request that needs both usable blocks out forever.
+    rounded up: 1) kept a swapped-out request that needs both usable blocks out forever.
     The fuzz's shrunk case: four 1-token prompts, outputs 1, 4, 18, 1, budget 1, one seat."""
     coef = linear_coef(const=0.01, prefill=1e-4, decode=1e-3, context=1e-6)
     state, _ = simulate_arrays([0.0, 0.0, 0.0, 0.25], [1, 1, 1, 1], [1, 4, 18, 1], coef,

@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tailgym.engine import layout as L
-from tailgym.policies import get_policy
 
 POLICIES = [
     ("fcfs", {}), ("sjf-oracle", {}), ("ltr", {"starvation_s": 0.5}),
@@ -44,15 +43,6 @@ def prefix_keys(prompt, group, block_size):
     return offsets.astype(np.int64), np.array([k for ks in per_request for k in ks], np.int64)
 
 
-def padded_for_reserve(usable, need, name, args):
-    """Smallest count >= ``usable`` holding ``need`` blocks plus the policy's reserve share
-    (uniboost's preemptive variants) of the ``usable + 1`` blocks."""
-    settings = get_policy(name).settings(get_policy(name).param_array(args))
-    while usable < need + int(np.ceil(settings.reserve * (usable + 1))):
-        usable += 1
-    return usable
-
-
 def step_cap(prompt, output):
     """Far more steps than any schedule needs: each token of a request recomputing its whole
     sequence one token per step (pure LAS thrashes so, by design), twice over."""
@@ -69,13 +59,6 @@ def test_every_policy_finishes_every_request_within_the_step_cap(wl, cfg, policy
     need = -(-(prompt + output - 1) // bs)
     name, args = policy
     usable = int(need.max()) + cfg.pop("extra_blocks")
-    if name == "las":  # under KV pressure LAS livelocks (test_mutants_found_bugs): seats only
-        usable = max(usable, int(need.sum()))
-    if cfg["preemption_mode"] == "swap":
-        # a swapped request is swapped back in only with the watermark (and uniboost's reserve)
-        # free even in an idle engine, so it must fit with them (test_mutants_found_bugs)
-        usable = padded_for_reserve(usable, int(need.max()) + cfg["watermark_blocks"],
-                                    name, args)
     cfg = dict(cfg, usable_blocks=usable, swap_s_per_block=1e-4)
     state, log = simulate_arrays(arrival, prompt, output, COEF, name, args,
                                  block_keys=prefix_keys(prompt, wl[3], bs),
