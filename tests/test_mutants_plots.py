@@ -41,9 +41,10 @@ def test_latency_cdfs_draw_each_policy_at_mid_ranks(tmp_path, figures):
     assert _drawn_share(path) > 0.02
 
 
-def test_p99_vs_load_plots_the_p99_of_each_policy_with_its_spread(tmp_path, figures):
+def test_p99_vs_load_plots_the_p99_of_each_policy_with_its_interval(tmp_path, figures):
     """One TTLT panel: each policy's line runs through its rows' ``ttlt_p99`` at their loads,
-    its error bars from ``ttlt_p99_min`` to ``ttlt_p99_max``; y labelled ``P99 TTLT (s)``."""
+    its error bars the 95% interval ``ttlt_p99_lo`` to ``ttlt_p99_hi`` (said in the title);
+    y labelled ``P99 TTLT (s)``."""
     rows = _rows()
     path = plots.p99_vs_load(rows, tmp_path / "p99.png", metrics=("ttlt",), title="t")
     ax = figures[0].axes[0]
@@ -53,7 +54,8 @@ def test_p99_vs_load_plots_the_p99_of_each_policy_with_its_spread(tmp_path, figu
     np.testing.assert_allclose(container.lines[0].get_ydata(), [r["ttlt_p99"] for r in fcfs])
     (bars,) = container.lines[2]
     spans = [(seg[0][1], seg[1][1]) for seg in bars.get_segments()]
-    np.testing.assert_allclose(spans, [(r["ttlt_p99_min"], r["ttlt_p99_max"]) for r in fcfs])
+    np.testing.assert_allclose(spans, [(r["ttlt_p99_lo"], r["ttlt_p99_hi"]) for r in fcfs])
+    assert "95% t interval" in figures[0].get_suptitle()
     assert _drawn_share(path) > 0.02
 
 
