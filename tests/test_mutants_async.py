@@ -41,3 +41,21 @@ def test_a_request_evicted_in_a_pass_is_not_readmitted_in_it():
     step4 = blog[blog[:, L.BL_STEP] == 4]
     assert step4[step4[:, L.BL_KIND] == L.BLK_PREEMPTED][:, L.BL_REQ].tolist() == [0]
     assert step4[step4[:, L.BL_KIND] == L.BLK_SCHEDULED][:, L.BL_REQ].tolist() == [1]
+
+
+def test_a_request_evicted_in_a_pass_does_not_close_the_waiting_queue():
+    """uniboost (base), async, 45 one-token blocks, 3 seats; found by comparing random cases
+    with the mutant. At step 11 request 1 (preempted at step 10) waits and 2 is evicted while
+    its token is in flight. Evicted in this pass, 2 is set aside (not a candidate that fails
+    to fit and closes the waiting queue), so 1 is readmitted beside 0."""
+    _, _, blog = simulate_arrays([0.0156, 0.0356, 0.0512], [19, 10, 25], [9, 8, 10],
+                                 linear_coef(const=0.01, prefill=1e-4, decode=1e-3), "uniboost",
+                                 {"variant": "base", "reserve": 0.0},
+                                 max_num_batched_tokens=59, max_num_seqs=3, block_size=1,
+                                 usable_blocks=45, async_scheduling=True,
+                                 enable_prefix_caching=False, scheduler_reserve_full_isl=False,
+                                 record_batches=True)
+    step11 = blog[blog[:, L.BL_STEP] == 11]
+    assert step11[step11[:, L.BL_KIND] == L.BLK_PREEMPTED][:, L.BL_REQ].tolist() == [2]
+    scheduled = step11[step11[:, L.BL_KIND] == L.BLK_SCHEDULED]
+    assert scheduled[:, [L.BL_REQ, L.BL_TOKENS]].tolist() == [[0, 24], [1, 17]]
