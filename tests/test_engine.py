@@ -2,8 +2,6 @@
 import numpy as np
 import pytest
 from engine_helpers import linear_coef, simulate_arrays
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tailgym.engine import layout as L
 
@@ -106,50 +104,6 @@ def test_no_chunked_prefill_waits_for_a_full_budget():
                                  max_num_seqs=8, usable_blocks=100, enable_chunked_prefill=False,
                                  max_model_len=512)
     np.testing.assert_allclose(log[:, L.L_PREFILL], [300, 300])
-
-
-workloads = st.integers(1, 25).flatmap(lambda n: st.tuples(
-    st.lists(st.floats(0, 2, allow_nan=False), min_size=n, max_size=n),
-    st.lists(st.integers(1, 120), min_size=n, max_size=n),
-    st.lists(st.integers(1, 40), min_size=n, max_size=n)))
-configs = st.fixed_dictionaries({
-    "max_num_batched_tokens": st.integers(1, 300), "max_num_seqs": st.integers(1, 6),
-    "extra_blocks": st.integers(0, 20), "block_size": st.sampled_from([1, 4, 16]),
-    "preemption_mode": st.sampled_from(["recompute", "swap"]), "num_host_blocks": st.integers(0, 30),
-    "long_prefill_token_threshold": st.integers(0, 64), "watermark_blocks": st.integers(0, 2),
-    "async_scheduling": st.booleans(), "enable_prefix_caching": st.booleans(),
-    "scheduler_reserve_full_isl": st.booleans()})
-
-
-@settings(max_examples=150, deadline=None)
-@given(workloads, configs)
-def test_invariants_hold_for_random_workloads(wl, cfg):
-    arrival, prompt, output = np.sort(wl[0]), np.array(wl[1]), np.array(wl[2])
-    bs = cfg["block_size"]
-    need = -(-(prompt + output - 1) // bs)
-    cfg = dict(cfg, usable_blocks=int(need.max()) + cfg["watermark_blocks"] + cfg.pop("extra_blocks"),
-               swap_s_per_block=1e-4)
-    coef = linear_coef(const=0.01, prefill=1e-4, decode=1e-3, context=1e-6)
-    state, log = simulate_arrays(arrival, prompt, output, coef, **cfg)
-    rf, ri = state.rf, state.ri
-    assert (ri[:, L.STATUS] == L.ST_FINISHED).all()          # nobody lost, nobody stuck
-    assert (ri[:, L.GENERATED] == output).all()
-    # (async: a request preempted with its last token in flight finishes while waiting)
-    assert ((ri[:, L.COMPUTED] == prompt + output - 1)
-            | (cfg["async_scheduling"] & (ri[:, L.N_PREEMPT] > 0) & (ri[:, L.COMPUTED] == 0))).all()
-    assert (ri[:, L.BLOCKS] == 0).all() and (ri[:, L.HOST_BLOCKS] == 0).all()
-    assert state.s[L.S_FREE_BLOCKS] == cfg["usable_blocks"]
-    if not cfg["enable_prefix_caching"]:  # shared blocks are held by several requests
-        assert (log[:, L.L_FREE] + log[:, L.L_HELD] == cfg["usable_blocks"]).all()
-    assert (log[:, L.L_RUNNING] <= cfg["max_num_seqs"]).all()
-    assert (log[:, L.L_PREFILL] + log[:, L.L_DECODE] <= cfg["max_num_batched_tokens"]).all()
-    assert (rf[:, L.FIRST_SCHED] >= rf[:, L.ARRIVAL]).all()
-    assert (rf[:, L.FIRST_TOKEN] > rf[:, L.FIRST_SCHED]).all()
-    assert (rf[:, L.DONE] >= rf[:, L.FIRST_TOKEN]).all()
-    assert (np.diff(log[:, L.L_END]) > 0).all()
-    assert ri[:, L.N_PREEMPT].sum() == state.s[L.S_PREEMPT_RECOMPUTE] + state.s[L.S_PREEMPT_SWAP]
-    again, log2 = simulate_arrays(arrival, prompt, output, coef, **cfg)
-    assert again.rf.tobytes() == rf.tobytes() and log2.tobytes() == log.tobytes()
 
 
 def test_run_until_stops_at_the_clock_and_resumes_identically():

@@ -29,18 +29,26 @@ def test_preempted_requests_sit_out_the_next_batch():
     assert batch(7, L.BLK_PREEMPTED) == []
 
 
+# async scheduling alone, one-token blocks, the batch log kept
+ASYNC_ONLY = dict(block_size=1, async_scheduling=True, enable_prefix_caching=False,
+                  scheduler_reserve_full_isl=False, record_batches=True)
+
+
+def _at_step(blog, step, kind):
+    """Batch-log rows of ``step`` of one kind (``BLK_SCHEDULED`` or ``BLK_PREEMPTED``)."""
+    rows = blog[blog[:, L.BL_STEP] == step]
+    return rows[rows[:, L.BL_KIND] == kind]
+
+
 def test_a_request_evicted_in_a_pass_is_not_readmitted_in_it():
     """srpt-oracle, async, 53 one-token blocks, budget 43. A (15 + 14) decodes; B (42 + 9, less
     work left) arrives and, to fit its 42-token prompt, evicts A while A's last token is in
     flight. The same pass must not readmit A (it would be rescheduled from scratch at once)."""
     _, _, blog = simulate_arrays([0.0114, 0.0408], [15, 42], [14, 9], COEF, "srpt-oracle",
-                                 max_num_batched_tokens=43, max_num_seqs=3, block_size=1,
-                                 usable_blocks=53, async_scheduling=True,
-                                 enable_prefix_caching=False, scheduler_reserve_full_isl=False,
-                                 record_batches=True)
-    step4 = blog[blog[:, L.BL_STEP] == 4]
-    assert step4[step4[:, L.BL_KIND] == L.BLK_PREEMPTED][:, L.BL_REQ].tolist() == [0]
-    assert step4[step4[:, L.BL_KIND] == L.BLK_SCHEDULED][:, L.BL_REQ].tolist() == [1]
+                                 max_num_batched_tokens=43, max_num_seqs=3, usable_blocks=53,
+                                 **ASYNC_ONLY)
+    assert _at_step(blog, 4, L.BLK_PREEMPTED)[:, L.BL_REQ].tolist() == [0]
+    assert _at_step(blog, 4, L.BLK_SCHEDULED)[:, L.BL_REQ].tolist() == [1]
 
 
 def test_a_request_evicted_in_a_pass_does_not_close_the_waiting_queue():
@@ -51,11 +59,8 @@ def test_a_request_evicted_in_a_pass_does_not_close_the_waiting_queue():
     _, _, blog = simulate_arrays([0.0156, 0.0356, 0.0512], [19, 10, 25], [9, 8, 10],
                                  linear_coef(const=0.01, prefill=1e-4, decode=1e-3), "uniboost",
                                  {"variant": "base", "reserve": 0.0},
-                                 max_num_batched_tokens=59, max_num_seqs=3, block_size=1,
-                                 usable_blocks=45, async_scheduling=True,
-                                 enable_prefix_caching=False, scheduler_reserve_full_isl=False,
-                                 record_batches=True)
-    step11 = blog[blog[:, L.BL_STEP] == 11]
-    assert step11[step11[:, L.BL_KIND] == L.BLK_PREEMPTED][:, L.BL_REQ].tolist() == [2]
-    scheduled = step11[step11[:, L.BL_KIND] == L.BLK_SCHEDULED]
+                                 max_num_batched_tokens=59, max_num_seqs=3, usable_blocks=45,
+                                 **ASYNC_ONLY)
+    assert _at_step(blog, 11, L.BLK_PREEMPTED)[:, L.BL_REQ].tolist() == [2]
+    scheduled = _at_step(blog, 11, L.BLK_SCHEDULED)
     assert scheduled[:, [L.BL_REQ, L.BL_TOKENS]].tolist() == [[0, 24], [1, 17]]

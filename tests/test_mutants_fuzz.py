@@ -2,7 +2,7 @@
 gamma-Boost, distboost), the preemptive scheduler (SRPT, LAS with and without its guard, MLFQ,
 uniboost full/base, uniboost-dist), recompute or swap, with and without async scheduling,
 prefix caching (with shared prefixes) and full-prompt reservation. Each run is capped in
-steps, so a livelock fails in seconds instead of hanging."""
+steps, so a livelock fails in seconds instead of hanging, and is run twice (same bytes)."""
 import numpy as np
 from engine_helpers import linear_coef, simulate_arrays
 from hypothesis import HealthCheck, given, settings
@@ -20,16 +20,16 @@ POLICIES = [
 ]
 COEF = linear_coef(const=0.01, prefill=1e-4, decode=1e-3, context=1e-6)
 
-requests = st.integers(1, 10).flatmap(lambda n: st.tuples(
-    st.lists(st.floats(0, 0.5, allow_nan=False), min_size=n, max_size=n),
-    st.lists(st.integers(1, 80), min_size=n, max_size=n),
-    st.lists(st.integers(1, 30), min_size=n, max_size=n),
+requests = st.integers(1, 25).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(0, 2, allow_nan=False), min_size=n, max_size=n),
+    st.lists(st.integers(1, 120), min_size=n, max_size=n),
+    st.lists(st.integers(1, 40), min_size=n, max_size=n),
     st.lists(st.sampled_from([-1, 0, 1]), min_size=n, max_size=n)))  # shared prefix group
 engines = st.fixed_dictionaries({
-    "max_num_batched_tokens": st.integers(1, 200), "max_num_seqs": st.integers(1, 5),
-    "extra_blocks": st.integers(0, 8), "block_size": st.sampled_from([1, 4, 16]),
+    "max_num_batched_tokens": st.integers(1, 300), "max_num_seqs": st.integers(1, 6),
+    "extra_blocks": st.integers(0, 20), "block_size": st.sampled_from([1, 4, 16]),
     "preemption_mode": st.sampled_from(["recompute", "swap"]), "num_host_blocks": st.integers(0, 30),
-    "long_prefill_token_threshold": st.integers(0, 32), "watermark_blocks": st.integers(0, 2),
+    "long_prefill_token_threshold": st.integers(0, 64), "watermark_blocks": st.integers(0, 2),
     "async_scheduling": st.booleans(), "enable_prefix_caching": st.booleans(),
     "scheduler_reserve_full_isl": st.booleans()})
 
@@ -66,9 +66,14 @@ def test_every_policy_finishes_every_request_within_the_step_cap(wl, cfg, policy
     ri, rf = state.ri, state.rf
     assert (ri[:, L.STATUS] == L.ST_FINISHED).all(), f"stuck after {len(log)} steps"
     assert (ri[:, L.GENERATED] == output).all()
+    # (async: a request preempted with its last token in flight finishes while waiting)
+    assert ((ri[:, L.COMPUTED] == prompt + output - 1)
+            | (cfg["async_scheduling"] & (ri[:, L.N_PREEMPT] > 0) & (ri[:, L.COMPUTED] == 0))).all()
     assert (ri[:, L.BLOCKS] == 0).all() and (ri[:, L.HOST_BLOCKS] == 0).all()
     assert state.s[L.S_FREE_BLOCKS] == cfg["usable_blocks"]
     assert state.s[L.S_FREE_HOST] == cfg["num_host_blocks"]
+    if not cfg["enable_prefix_caching"]:  # shared blocks are held by several requests
+        assert (log[:, L.L_FREE] + log[:, L.L_HELD] == cfg["usable_blocks"]).all()
     assert (log[:, L.L_RUNNING] <= cfg["max_num_seqs"]).all()
     assert (log[:, L.L_PREFILL] + log[:, L.L_DECODE] <= cfg["max_num_batched_tokens"]).all()
     assert (rf[:, L.FIRST_SCHED] >= rf[:, L.ARRIVAL]).all()
@@ -78,3 +83,7 @@ def test_every_policy_finishes_every_request_within_the_step_cap(wl, cfg, policy
     assert (np.diff(log[:, L.L_END]) > 0).all()
     assert ri[:, L.N_PREEMPT].sum() == state.s[L.S_PREEMPT_RECOMPUTE] + state.s[L.S_PREEMPT_SWAP]
     assert (ri[:, L.CACHED_TOKENS] <= np.maximum(prompt - 1, 0)).all()
+    again, log2 = simulate_arrays(arrival, prompt, output, COEF, name, args,
+                                  block_keys=prefix_keys(prompt, wl[3], bs),
+                                  max_steps=step_cap(prompt, output), **cfg)
+    assert again.rf.tobytes() == rf.tobytes() and log2.tobytes() == log.tobytes()

@@ -1,6 +1,5 @@
 """Prefix caching on hand-traced block pools: LRU eviction order, keys unique to a request,
 hit blocks in the free queue counted against free space, shared blocks, chained content keys."""
-import numpy as np
 import pytest
 from engine_helpers import linear_coef, simulate_arrays
 from test_engine_vllm033 import keys_for

@@ -3,25 +3,14 @@ only, the Hill test survives ties and atoms, knobs are validated (gamma <= 0 fal
 FCFS as in SGLang) and gamma-Ada follows SGLang's rule by default."""
 import numpy as np
 import pytest
-from engine_helpers import linear_coef, simulate_arrays
+from engine_helpers import simulate_arrays
 from test_cli import _one_line_error
+from test_policies import COEF, ENGINE, burst, first_order
 
 from tailgym.cli import main
 from tailgym.engine import layout as L
 from tailgym.policies import get_policy, online
 from tailgym.policies import uniboost as U
-
-COEF = linear_coef(const=0.01, prefill=1e-4, decode=1e-3, context=1e-7)
-ENGINE = dict(max_num_batched_tokens=4096, max_num_seqs=4, num_gpu_blocks=5000)
-
-
-def first_order(state):
-    return list(np.argsort(state.rf[:, L.FIRST_SCHED], kind="stable"))
-
-
-def burst(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    return np.zeros(n), rng.integers(20, 2000, n), rng.integers(5, 300, n)
 
 
 # --- 1. MemGuard quantises decode progress, not the prompt -------------------------------
