@@ -25,14 +25,15 @@ from numba import njit
 from .blocks import cache_blocks, exclusive_blocks, grow, lookup, take_hits
 from .heap import before, heap_pop, heap_push
 from .kv import blocks_for, extra_blocks, preempt, should_swap
-from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET,
-                     C_CHUNKED, C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_MODE, C_PREFIX,
-                     C_VICTIM, C_WATERMARK, CACHED_BLOCKS, CACHED_TOKENS, CF_DELTA, COMPUTED, FIRST_SCHED,
-                     GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, MATCH_TOKENS, N_PREEMPT, PLACEHOLDER, PRIO,
-                     PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SKIPPED, Q_SWAPPED, Q_WAITING, S_BATCH,
-                     S_FREE_BLOCKS, S_FREE_HOST, S_GUARD_OVERRIDES, S_HIT_TOKENS,
-                     S_LOOKUP_TOKENS, S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING,
-                     S_SWAP_BLOCKS, MODE_PREEMPTIVE, ST_RUNNING, STALE, STATUS, V_LAST)
+from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED,
+                     C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_MODE, C_PREFIX,
+                     C_VICTIM, C_WATERMARK, CACHED_BLOCKS, CACHED_TOKENS, CF_DELTA, COMPUTED,
+                     FIRST_SCHED, GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, MATCH_TOKENS,
+                     MODE_PREEMPTIVE, N_PREEMPT, PLACEHOLDER, PRIO, PROMPT, Q_PREEMPTED,
+                     Q_RUNNING, Q_SKIPPED, Q_SWAPPED, Q_WAITING, S_BATCH, S_FREE_BLOCKS,
+                     S_FREE_HOST, S_GUARD_OVERRIDES, S_HIT_TOKENS, S_LOOKUP_TOKENS,
+                     S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_SWAP_BLOCKS,
+                     ST_RUNNING, STALE, STATUS, V_LAST)
 
 
 @njit(cache=True, inline="always")
@@ -168,8 +169,8 @@ def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
     """Admitting waiting request ``i`` now: its new tokens (0 if it may not be chunked to the
     budget), prefix-cache hit blocks, and the free blocks it lacks (0 if it fits): blocks for
     this chunk, and with ``C_FULL_ISL`` (always in preemptive mode) for its whole known
-    sequence, plus the watermark while
-    something runs; hit blocks taken from the free queue count against free space."""
+    sequence, plus the watermark while something runs; hit blocks taken from the free queue
+    count against free space."""
     bs = cfg_i[C_BLOCK_SIZE]
     num_tokens = ri[i, PROMPT] + ri[i, GENERATED]
     hits, evictable = 0, 0

@@ -70,7 +70,7 @@ def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
     for q, slot in ((Q_WAITING, S_N_WAITING), (Q_SWAPPED, S_N_SWAPPED), (Q_RUNNING, S_N_RUNNING)):
         for p in range(s[slot]):
             i = queues[q, p]
-            if q == Q_WAITING and cfg_i[C_PREFIX] == 1 and ri[i, BLOCKS] == 0:
+            if q == Q_WAITING and cfg_i[C_PREFIX] == 1:  # waiting: it holds no blocks
                 ri[i, MATCH_TOKENS] = match_tokens(kv, ri, i, cfg_i[C_BLOCK_SIZE])
             rf[i, PRIO] = dispatch.priority(pid, params, pstate, hint, rf, ri, i, now)
             ri[i, NEXT_PRIO] = 0  # the knobs behind the threshold may have changed

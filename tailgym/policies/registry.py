@@ -205,8 +205,8 @@ UNIBOOST_DOCS = {
     "reserve": "share of KV blocks kept free when admitting (decode-growth headroom)",
     "memguard": "full variant: decode (quantise decode progress only) | work (ablation: "
                 "quantise the whole known work, k_w = alpha_d k, which ties short prompts)",
-    "cached": "1 = count prompt work as uncached tokens (prompt - cached prefix at admission), "
-              "SGLang's cache-aware form"}
+    "cached": "1 = count prompt work as uncached tokens (prompt - its prefix-cache match, "
+              "looked up at arrival and each refresh while waiting), SGLang's cache-aware form"}
 UNIBOOST_CHOICES = {**GAMMA_CHOICES, "variant": ("full", "base", "distboost"),
                     "memguard": ("decode", "work")}
 PREEMPTIVE = EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY, reprioritize=True)
