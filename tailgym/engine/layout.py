@@ -9,8 +9,8 @@ and stepped from Python (gymnasium envs) or numba (fast path) alike:
   lengths: the truth for oracle policies, a noisy prediction or rank score for predictive ones,
   nan for prediction-free ones (built in ``tailgym.policies.registry``).
 * ``pstate`` float64: the policy's online statistics (``tailgym.policies.online``).
-* ``queues`` int64 ``(Q_ROWS, N)``: the waiting heap, the swapped heap, the running list and
-  a scratch row.
+* ``queues`` int64 ``(Q_ROWS, N)``: the waiting heap, the swapped heap, the running list,
+  scratch rows and the arrival order.
 * ``batches`` int64 ``(2, B_ROWS, max_num_seqs + 1)``: two batch slots (async scheduling keeps
   one in flight while the next is formed), one column per scheduled request (rows ``B_*``).
 * ``s`` int64 ``(S_COLS,)`` and ``t`` float64 ``(T_COLS,)``: engine scalars (counters, clock).
@@ -69,7 +69,10 @@ Q_SWAPPED = 1
 Q_RUNNING = 2
 Q_SKIPPED = 3      # scratch: waiting requests set aside for this step (output still in flight)
 Q_PREEMPTED = 4    # requests preempted while forming the current batch
-Q_ROWS = 5
+Q_ARRIVALS = 5     # requests in arrival order, admitted from position s[S_NEXT_ARRIVAL] up to
+                   # s[S_N_ARRIVALS]: every row for one engine (so positions are request
+                   # indices, as decisions.py assumes); those routed to it in a fleet
+Q_ROWS = 6
 
 # --- batch rows ---
 B_REQ = 0          # request index
@@ -80,7 +83,7 @@ B_SAMPLE = 4       # 1 if the step samples a token for it (not a partial prefill
 B_ROWS = 5
 
 # --- int scalars (s) ---
-S_NEXT_ARRIVAL = 0     # index of the next request to arrive
+S_NEXT_ARRIVAL = 0     # position of the next request to arrive in queues[Q_ARRIVALS]
 S_N_WAITING = 1
 S_N_SWAPPED = 2
 S_N_RUNNING = 3
@@ -106,7 +109,8 @@ S_EMPTY_BATCHES = 22   # async: formed batches that scheduled nothing
 S_BLOG = 23            # rows used in the batch log (``record_batches``)
 S_N_PREEMPTED = 24     # requests preempted while forming the current batch (Q_PREEMPTED)
 S_EMPTY_RUN = 25       # empty batches formed in a row (a livelock guard)
-S_COLS = 26
+S_N_ARRIVALS = 26      # requests in queues[Q_ARRIVALS]
+S_COLS = 27
 
 # --- float scalars (t) ---
 T_NOW = 0

@@ -109,10 +109,12 @@ class EngineState:
         if rejected is not None:
             self.ri[rejected, L.STATUS] = L.ST_REJECTED
         self.queues = np.zeros((L.Q_ROWS, max(n, 1)), dtype=np.int64)
+        self.queues[L.Q_ARRIVALS, :n] = np.arange(n)
         self.batches = np.zeros((2, L.B_ROWS, config.max_num_seqs + 1), dtype=np.int64)
         self.s = np.zeros(L.S_COLS, dtype=np.int64)
         self.s[L.S_FREE_BLOCKS] = config.num_gpu_blocks - 1  # block 0: vLLM's null block
         self.s[L.S_FREE_HOST] = config.num_host_blocks
+        self.s[L.S_N_ARRIVALS] = n
         self.t = np.zeros(L.T_COLS)
         self.t[L.T_NOW] = arrival[0] if n else 0.0
         if block_keys is None:

@@ -32,9 +32,9 @@ from .layout import (ARRIVAL, B_NEW, B_REQ, B_SAMPLE, BL_KIND, BL_REQ, BL_STEP,
                      GENERATED, HOST_BLOCKS, IN_FLIGHT, L_BATCH, L_CONTEXT, L_DECODE, L_DT,
                      L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING, L_START, L_SWAP, L_WAITING,
                      LAST_TOKEN, MATCH_TOKENS, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PLACEHOLDER, PRIO,
-                     PRIO_CHANGES, PROMPT, Q_PREEMPTED, Q_RUNNING, Q_SWAPPED, Q_WAITING,
+                     PRIO_CHANGES, PROMPT, Q_ARRIVALS, Q_PREEMPTED, Q_RUNNING, Q_SWAPPED, Q_WAITING,
                      S_BATCH, S_BLOG, S_EMPTY_BATCHES, S_EMPTY_RUN, S_ERROR, S_FREE_BLOCKS, S_FREE_HOST, S_N_FINISHED,
-                     S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL,
+                     S_N_ARRIVALS, S_N_PREEMPTED, S_N_RUNNING, S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL,
                      S_PREEMPTED_NOW, S_Q_N0, S_Q_OLDEST, S_QUEUED, S_SLOT, S_STEPS,
                      S_SWAP_BLOCKS, ST_FINISHED, ST_FUTURE, ST_RUNNING, ST_SWAPPED, ST_WAITING, STALE,
                      STATUS, SUM_GAP, T_BUSY, T_GPU_FREE, T_NEXT_REFRESH, T_NOW, T_Q_END0,
@@ -45,12 +45,13 @@ from .schedule import (break_stall, long_prefill_limit, schedule_preemptive, sch
 
 @njit(cache=True, inline="always")
 def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
-    """Move every request that has arrived by ``now`` into the waiting heap (with its prefix
-    cache match, which a cache-aware priority reads)."""
-    n = rf.shape[0]
-    k = s[S_NEXT_ARRIVAL]
+    """Move every request of the arrival row that has arrived by ``now`` into the waiting heap
+    (with its prefix cache match, which a cache-aware priority reads)."""
+    n = s[S_N_ARRIVALS]
+    p = s[S_NEXT_ARRIVAL]
     pid = cfg_i[C_POLICY]
-    while k < n and rf[k, ARRIVAL] <= now:
+    while p < n and rf[queues[Q_ARRIVALS, p], ARRIVAL] <= now:
+        k = queues[Q_ARRIVALS, p]
         if ri[k, STATUS] == ST_FUTURE:
             ri[k, STATUS] = ST_WAITING
             if cfg_i[C_PREFIX] == 1:
@@ -58,8 +59,8 @@ def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
             dispatch.on_arrival(pid, params, pstate, rf[k, ARRIVAL])
             rf[k, PRIO] = dispatch.priority(pid, params, pstate, hint, rf, ri, k, now)
             heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, k)
-        k += 1
-    s[S_NEXT_ARRIVAL] = k
+        p += 1
+    s[S_NEXT_ARRIVAL] = p
 
 
 @njit(cache=True)
@@ -304,14 +305,15 @@ def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, kv, unt
     now = t[T_NOW]
     if now >= until:
         return PLAN_STOP
-    n_req = rf.shape[0]
+    n_req = s[S_N_ARRIVALS]
     nxt = s[S_NEXT_ARRIVAL]
-    if nxt < n_req and rf[nxt, ARRIVAL] <= now:
+    if nxt < n_req and rf[queues[Q_ARRIVALS, nxt], ARRIVAL] <= now:
         admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now)
     if not has_requests(s) and s[S_QUEUED] == 0:
         if s[S_NEXT_ARRIVAL] >= n_req:
             return PLAN_DONE
-        t[T_NOW] = min(rf[s[S_NEXT_ARRIVAL], ARRIVAL], until)  # idle: jump ahead
+        first = queues[Q_ARRIVALS, s[S_NEXT_ARRIVAL]]
+        t[T_NOW] = min(rf[first, ARRIVAL], until)  # idle: jump ahead
         return PLAN_AGAIN
     if cfg_f[CF_REFRESH_S] > 0.0 and now >= t[T_NEXT_REFRESH]:
         t[T_NEXT_REFRESH] = now + cfg_f[CF_REFRESH_S]
