@@ -47,6 +47,7 @@ class Report:
     step_log: np.ndarray | None = None
     batches: list[dict] | None = None
     empty_batches: int = 0
+    fleet: dict | None = None  # replicas behind a router: see tailgym.fleet.sim.Fleet.report
 
     def __post_init__(self):
         arrival = self.requests["arrival"]
@@ -133,6 +134,8 @@ class Report:
         }
         if self.slo:
             out["slo_attainment"] = self.slo_attainment(self.slo)
+        if self.fleet is not None:
+            out["fleet"] = self.fleet
         return out
 
     def table(self) -> str:
@@ -155,6 +158,13 @@ class Report:
                      f"served from cache ({s['prefix_cache_hit_tokens']} tokens incl. resumes)")
         lines.append(f"engine: {s['steps']} steps, {s['simulated_seconds']:.1f} s simulated "
                      f"({s['busy_seconds']:.1f} s busy) in {s['wall_seconds']:.3f} s wall")
+        if self.fleet is not None:
+            f = self.fleet
+            lines.append(f"fleet: {f['replicas']} replicas, router {f['router']}; requests per "
+                         f"replica {min(f['requests'])}-{max(f['requests'])}, busy share "
+                         f"{min(f['busy_share']):.2f}-{max(f['busy_share']):.2f}; imbalance "
+                         f"(max/mean) {f['imbalance']['requests']:.3f} requests, "
+                         f"{f['imbalance']['busy']:.3f} busy")
         for key, share in s.get("slo_attainment", {}).items():
             lines.append(f"SLO {key}: {100 * share:.2f}% of requests")
         return "\n".join(lines)

@@ -123,7 +123,7 @@ class Run:
     info: dict  # for the report's config: names, knobs, rates
 
     def report(self, wall_seconds: float, *, warmup_s: float = 0.0, slo=None,
-               step_log=None, batches=None) -> Report:
+               step_log=None, batches=None, fleet=None) -> Report:
         """The report of the finished run; every request must be finished or rejected."""
         state = self.state
         counts = state.status_counts()
@@ -141,7 +141,7 @@ class Run:
             guard_overrides=int(state.s[L.S_GUARD_OVERRIDES]),
             warmup_s=warmup_s, slo=dict(slo or {}), step_log=step_log,
             batches=batches,
-            empty_batches=int(state.s[L.S_EMPTY_BATCHES]))
+            empty_batches=int(state.s[L.S_EMPTY_BATCHES]), fleet=fleet)
 
 
 def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
@@ -181,9 +181,18 @@ def prepare(workload, policy: str = "fcfs", *, model: str = "llama3-8b",
 
 def simulate(workload, policy: str = "fcfs", *, warmup_s: float = 0.0,
              slo: dict[str, float] | None = None, progress: bool = False,
-             record_steps: bool = False, record_batches: bool = False, **kwargs) -> Report:
+             record_steps: bool = False, record_batches: bool = False, replicas: int | None = None,
+             router: str = "round-robin", router_args: dict | None = None,
+             router_refresh_s: float = 0.0, **kwargs) -> Report:
     """Replay ``workload`` (a data set name, a CSV path, a synthetic spec or a ``Workload``)
     through one engine running ``policy`` and return the report.
+
+    ``replicas`` = N simulates a fleet of N identical engines, each running ``policy``,
+    behind ``router`` (a name of ``tailgym.fleet.ROUTERS``, its knobs ``router_args``), which
+    reads replica signals refreshed every ``router_refresh_s`` simulated seconds (0: fresh);
+    ``load`` is then per replica (arrivals at N x ``load`` x one engine's saturation rate)
+    and the report adds ``requests["replica"]`` and ``report.fleet`` (see
+    ``tailgym.fleet.sim``). ``replicas=1`` gives the single engine's results exactly.
 
     ``kwargs`` are those of ``prepare``: ``model``, ``gpu``, ``seed``, ``rate``,
     ``rate_scale``, ``load``, ``policy_args``, ``on_unfit``, ``data_dir``, ``columns``, ``hint``
@@ -195,6 +204,12 @@ def simulate(workload, policy: str = "fcfs", *, warmup_s: float = 0.0,
     ``enable_prefix_caching``, ``scheduler_reserve_full_isl``, ``check``.
     ``record_batches`` fills ``report.batches`` (one dict per engine step).
     """
+    if replicas is not None:
+        from .fleet.sim import simulate_fleet
+        return simulate_fleet(workload, policy, replicas=replicas, router=router,
+                              router_args=router_args, router_refresh_s=router_refresh_s,
+                              warmup_s=warmup_s, slo=slo, progress=progress,
+                              record_steps=record_steps, record_batches=record_batches, **kwargs)
     r = prepare(workload, policy, **kwargs)
     start = time.perf_counter()
     log, blog = run(r.state, r.config, r.steps.coef(), r.spec, r.params, progress=progress,

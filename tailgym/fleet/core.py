@@ -1,0 +1,212 @@
+"""The fleet loop (numba): route each request in arrival order, stepping replicas lazily.
+
+One global per-request table (``rf``, ``ri``, ``target``, ``hint``) serves every replica; each
+replica ``r`` owns its slice of the stacked arrays ``rep = (queues, batches, s, t, pstate, blk,
+ht, tables, rows)`` (leading axis: replica), and the block keys ``key_off, keys`` are shared.
+A request is routed when its arrival is next: replicas whose clock is before it are first
+stepped up to it (each runs the engine iterations that begin before the arrival, so its state
+may include the output of a batch still running at the arrival), in the order of a min-heap of
+their wake-up times; an idle replica sleeps until a request is routed to it. So the work is
+the engine steps plus a heap operation per step, plus the router's scan per request. With a
+refresh period the router reads a snapshot of the signals taken at multiples of it (replicas
+are then stepped only to those instants), and prefix matches read the caches as of then.
+"""
+import numpy as np
+from numba import njit
+
+from ..engine.blocks import match_tokens
+from ..engine.layout import (ARRIVAL, C_BLOCK_SIZE, C_GPU_BLOCKS, ERR_BLOCKS, GENERATED,
+                             PROMPT, Q_ARRIVALS, Q_RUNNING, Q_SWAPPED, Q_WAITING, S_ERROR,
+                             S_FREE_BLOCKS, S_N_ARRIVALS, S_N_FINISHED, S_N_RUNNING,
+                             S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL, S_QUEUED, ST_REJECTED,
+                             STATUS, T_NOW)
+from ..engine.step import blocks_conserved, run_engine
+from .routers import SIG_KV, SIG_OUTSTANDING, SIG_QUEUED, SIG_TOKENS, route
+
+# fleet int scalars (fl)
+F_NEXT = 0        # next request row to route
+F_SEQ = 1         # requests routed so far
+F_BAD = 2         # replica that stopped with an engine error
+F_REFRESH = 3     # index j of the next snapshot, taken at t0 + j * refresh_s
+F_COLS = 4
+
+# results of run_fleet
+FLEET_DONE = 0    # every request routed and every replica finished
+FLEET_GROW = 1    # a replica's queues are full: grow them and call again
+FLEET_PAUSE = 2   # reached the requested stop row (progress)
+FLEET_ERROR = 3   # replica fl[F_BAD] stopped with an engine error (s[r, S_ERROR])
+
+UNLIMITED = np.iinfo(np.int64).max
+
+
+@njit(cache=True, inline="always")
+def _kv(rep, key_off, keys, r):
+    return rep[5][r], rep[6][r], rep[7][r], rep[8][r], key_off, keys
+
+
+@njit(cache=True)
+def _less(key, a, b):
+    return key[a] < key[b] or (key[a] == key[b] and a < b)
+
+
+@njit(cache=True)
+def sift(heap, pos, key, p):
+    """Restore the min-heap of replicas ``heap`` (by ``key``, then index) around slot ``p``."""
+    n = heap.shape[0]
+    while p > 0 and _less(key, heap[p], heap[(p - 1) >> 1]):
+        q = (p - 1) >> 1
+        heap[p], heap[q] = heap[q], heap[p]
+        pos[heap[p]], pos[heap[q]] = p, q
+        p = q
+    while True:
+        c = 2 * p + 1
+        if c >= n:
+            break
+        if c + 1 < n and _less(key, heap[c + 1], heap[c]):
+            c += 1
+        if not _less(key, heap[c], heap[p]):
+            break
+        heap[p], heap[c] = heap[c], heap[p]
+        pos[heap[p]], pos[heap[c]] = p, c
+        p = c
+
+
+@njit(cache=True)
+def busy(s):
+    """A replica with requests, pending arrivals or a batch in flight."""
+    return (s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] > 0 or s[S_QUEUED] > 0
+            or s[S_NEXT_ARRIVAL] < s[S_N_ARRIVALS])
+
+
+@njit(cache=True)
+def _tokens(ri, row, lo, hi):
+    total = 0
+    for p in range(lo, hi):
+        i = row[p]
+        total += ri[i, PROMPT] + ri[i, GENERATED]
+    return total
+
+
+@njit(cache=True)
+def signals(ri, queues, s, n_routed, cfg_i, sig, r, tokens):
+    """Recompute replica ``r``'s router signals (its tokens only if ``tokens``)."""
+    sr = s[r]
+    sig[r, SIG_OUTSTANDING] = n_routed[r] - sr[S_N_FINISHED]
+    sig[r, SIG_QUEUED] = sr[S_N_WAITING] + sr[S_N_SWAPPED] + sr[S_N_ARRIVALS] - sr[S_NEXT_ARRIVAL]
+    sig[r, SIG_KV] = 1.0 - sr[S_FREE_BLOCKS] / (cfg_i[C_GPU_BLOCKS] - 1)
+    if tokens:
+        q = queues[r]
+        total = (_tokens(ri, q[Q_WAITING], 0, sr[S_N_WAITING])
+                 + _tokens(ri, q[Q_SWAPPED], 0, sr[S_N_SWAPPED])
+                 + _tokens(ri, q[Q_RUNNING], 0, sr[S_N_RUNNING])
+                 + _tokens(ri, q[Q_ARRIVALS], sr[S_NEXT_ARRIVAL], sr[S_N_ARRIVALS]))
+        sig[r, SIG_TOKENS] = total
+
+
+@njit(cache=True)
+def replica_conserved(ri, replica_of, s, cfg_i, kv, r):
+    """The engine's block conservation check over replica ``r``'s requests only."""
+    mine = np.nonzero(replica_of == r)[0]
+    return blocks_conserved(ri[mine], s, cfg_i, kv)
+
+
+@njit(cache=True)
+def advance(common, rep, fleet, until, check, tokens, log, blog):
+    """Step every replica whose clock is before ``until`` up to it; -1, or the replica that
+    stopped with an error (``ERR_BLOCKS`` when ``check`` finds blocks not conserved)."""
+    rf, ri, target, hint, cfg_i, cfg_f, coef, params, key_off, keys = common
+    queues, batches, s, t, pstate = rep[0], rep[1], rep[2], rep[3], rep[4]
+    replica_of, n_routed, sig, wake, heap, pos = fleet
+    max_steps = 1 if check else UNLIMITED
+    while wake[heap[0]] < until:
+        r = heap[0]
+        kv = _kv(rep, key_off, keys, r)
+        run_engine(rf, ri, target, hint, queues[r], batches[r], s[r], t[r], cfg_i, cfg_f, coef,
+                   params, pstate[r], kv, log, blog, max_steps, until)
+        if s[r, S_ERROR] == 0 and check and not replica_conserved(ri, replica_of, s[r], cfg_i,
+                                                                  kv, r):
+            s[r, S_ERROR] = ERR_BLOCKS
+        if s[r, S_ERROR] != 0:
+            return r
+        wake[r] = t[r, T_NOW] if busy(s[r]) else np.inf
+        sift(heap, pos, wake, 0)
+        signals(ri, queues, s, n_routed, cfg_i, sig, r, tokens)
+    return -1
+
+
+@njit(cache=True)
+def assign(ri, queues, s, t, fleet, k, r, tokens):
+    """Append request ``k`` to replica ``r``'s arrival row (compacting it when full) and
+    count it in ``r``'s signals; an idle replica wakes at its clock."""
+    replica_of, n_routed, sig, wake, heap, pos = fleet
+    row = queues[r, Q_ARRIVALS]
+    n = s[r, S_N_ARRIVALS]
+    if n == row.shape[0]:
+        nxt = s[r, S_NEXT_ARRIVAL]
+        row[:n - nxt] = row[nxt:n].copy()
+        n -= nxt
+        s[r, S_NEXT_ARRIVAL] = 0
+    row[n] = k
+    s[r, S_N_ARRIVALS] = n + 1
+    replica_of[k] = r
+    n_routed[r] += 1
+    sig[r, SIG_OUTSTANDING] += 1
+    sig[r, SIG_QUEUED] += 1
+    if tokens:
+        sig[r, SIG_TOKENS] += ri[k, PROMPT]
+    if wake[r] > t[r, T_NOW]:
+        wake[r] = t[r, T_NOW]
+        sift(heap, pos, wake, pos[r])
+
+
+@njit(cache=True)
+def run_fleet(common, rep, fleet, snap, match, u, fl, rid, rargs, refresh_s, t0, check,
+              tokens, prefix, stop, log, blog):
+    """Route requests ``fl[F_NEXT]`` .. ``stop`` - 1 (``FLEET_PAUSE`` there unless it is the
+    last), then finish every replica (``FLEET_DONE``); see ``FLEET_*`` for the other results.
+    ``snap``: the signals the router reads when ``refresh_s`` > 0; ``match``: scratch for
+    the prefix matches (read when ``prefix``)."""
+    rf, ri, target, hint, cfg_i, cfg_f, coef, params, key_off, keys = common
+    queues, s, t = rep[0], rep[2], rep[3]
+    replica_of, n_routed, sig, wake, heap, pos = fleet
+    n = rf.shape[0]
+    cap = queues.shape[2]
+    view = snap if refresh_s > 0 else sig
+    k = fl[F_NEXT]
+    while k < n:
+        if k >= stop:
+            return FLEET_PAUSE
+        if ri[k, STATUS] == ST_REJECTED:
+            k += 1
+            fl[F_NEXT] = k
+            continue
+        a = rf[k, ARRIVAL]
+        if refresh_s > 0:
+            j = int(np.floor((a - t0) / refresh_s))
+            if j >= fl[F_REFRESH]:
+                bad = advance(common, rep, fleet, t0 + j * refresh_s, check, tokens, log, blog)
+                if bad >= 0:
+                    fl[F_BAD] = bad
+                    return FLEET_ERROR
+                snap[:] = sig
+                fl[F_REFRESH] = j + 1
+        else:
+            bad = advance(common, rep, fleet, a, check, tokens, log, blog)
+            if bad >= 0:
+                fl[F_BAD] = bad
+                return FLEET_ERROR
+        if prefix:
+            for r in range(match.shape[0]):
+                match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[C_BLOCK_SIZE])
+        r = route(rid, view, match, ri[k, PROMPT], u[k, 0], u[k, 1], fl[F_SEQ], rargs)
+        if n_routed[r] - s[r, S_N_FINISHED] + 1 > cap:
+            return FLEET_GROW
+        assign(ri, queues, s, t, fleet, k, r, tokens)
+        fl[F_SEQ] += 1
+        k += 1
+        fl[F_NEXT] = k
+    bad = advance(common, rep, fleet, np.inf, check, tokens, log, blog)
+    if bad >= 0:
+        fl[F_BAD] = bad
+        return FLEET_ERROR
+    return FLEET_DONE
