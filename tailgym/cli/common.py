@@ -114,6 +114,40 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
                    help="set a knob of the policy (repeatable), e.g. gamma_mode=fixed")
 
 
+def add_fleet_arguments(p: argparse.ArgumentParser) -> None:
+    from ..fleet import ROUTERS
+    p.add_argument("--replicas", type=positive_int, metavar="N",
+                   help="simulate a fleet of N identical engines behind a router; --load is "
+                        "then per replica (default: one engine)")
+    p.add_argument("--router", default="round-robin", choices=list(ROUTERS), metavar="NAME",
+                   help=f"which replica serves each request: {', '.join(ROUTERS)} "
+                        f"(default: round-robin; needs --replicas)")
+    p.add_argument("--router-arg", action="append", default=[], metavar="KNOB=VALUE",
+                   help="set a knob of the router (repeatable), e.g. cache_threshold=0.5")
+    p.add_argument("--router-refresh-s", type=nonneg, default=0.0, metavar="SECONDS",
+                   help="the router sees replica load signals refreshed every SECONDS of "
+                        "simulated time (default: 0 = fresh)")
+
+
+def fleet_options(args) -> dict:
+    """``simulate``'s fleet keyword arguments of parsed ``add_fleet_arguments`` options."""
+    given = [flag for flag, on in (("--router", args.router != "round-robin"),
+                                   ("--router-arg", bool(args.router_arg)),
+                                   ("--router-refresh-s", args.router_refresh_s > 0)) if on]
+    if args.replicas is None:
+        if given:
+            raise CLIError(f"{given[0]} needs --replicas N")
+        return {}
+    from ..fleet import get_router
+    knobs = key_values(args.router_arg, "--router-arg")
+    try:
+        get_router(args.router).knobs(knobs)
+    except ValueError as err:
+        raise CLIError(f"--router-arg: {err}") from None
+    return {"replicas": args.replicas, "router": args.router, "router_args": knobs,
+            "router_refresh_s": args.router_refresh_s}
+
+
 def add_rate_arguments(p: argparse.ArgumentParser) -> None:
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=positive, metavar="RPS",

@@ -1,11 +1,13 @@
-"""``tailgym run``: replay one workload through one engine and policy; a latency table."""
+"""``tailgym run``: replay one workload through one engine (or ``--replicas N`` of them behind
+``--router``) and policy; a latency table."""
 import json
 import sys
 
 from . import common
 
 NAME = "run"
-HELP = "one simulation: replay a workload through one engine and policy, print its tails"
+HELP = ("one simulation: replay a workload through one engine (or a fleet of them) and policy, "
+        "print its tails")
 
 
 def add_arguments(p) -> None:
@@ -13,6 +15,7 @@ def add_arguments(p) -> None:
     common.add_policy_arguments(p)
     common.add_rate_arguments(p)
     common.add_engine_arguments(p)
+    common.add_fleet_arguments(p)
     common.add_seed_argument(p)
     common.add_report_arguments(p)
     p.add_argument("--slo", action="append", default=[], metavar="METRIC=SECONDS",
@@ -25,7 +28,8 @@ def header(summary: dict, args) -> str:
     rate = f", {cfg['rate_rps']:.3f} req/s" if "rate_rps" in cfg else ""
     load = (f", load {cfg['load']:g} of {cfg['saturation_rps']:.3f} req/s saturation"
             if "load" in cfg else "")
-    return (f"workload {cfg['workload']} ({summary['requests_in']} requests{rate}{load}), "
+    fleet = (f", {cfg['replicas']} replicas behind {cfg['router']}" if "replicas" in cfg else "")
+    return (f"workload {cfg['workload']} ({summary['requests_in']} requests{rate}{load}{fleet}), "
             f"policy {args.policy}, {args.model} on {args.gpu} x{args.tp}, "
             f"{cfg['num_gpu_blocks']} KV blocks, budget {cfg['max_num_batched_tokens']} tokens, "
             f"max {cfg['max_num_seqs']} seqs, step model {cfg['step_model']}")
@@ -45,7 +49,7 @@ def run(args) -> int:
         policy_args=common.key_values(args.policy_arg, "--policy-arg", numbers=False),
         warmup_s=args.warmup_s, slo=common.key_values(args.slo, "--slo"), on_unfit=args.on_unfit,
         progress=not args.quiet, columns=parse_columns(args.columns) if args.columns else None,
-        **common.engine_knobs(args))
+        **common.fleet_options(args), **common.engine_knobs(args))
     if report.rejected:
         first = "; ".join(("request {index}" if r["row"] is None else "row {row}").format(**r)
                           + f": {r['reason']}" for r in report.rejected[:3])
