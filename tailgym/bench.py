@@ -9,7 +9,9 @@ every request (as a long-context 7B model would). Reference: Vidur took about 31
 trace on this class of machine (about 10k steps/s). Then the Mooncake conversation trace
 (12,031 requests with prefix hashes, at a tenth of its rate so the cache holds its prefixes)
 with prefix caching on llama3-8b, the peak memory of a 1M-request run (azure-conv lengths),
-and env steps/s of the gymnasium environments.
+and env steps/s of the gymnasium environments. First, fleets: 8 to 512 FCFS replicas behind
+``least-outstanding`` serving azure-conv lengths at a per-replica load of 0.8 (250 requests
+per replica; ``--fleet-full``: the 512-replica, 1M-request case, target 15 s).
 """
 import argparse
 import statistics
@@ -17,6 +19,10 @@ import time
 
 VIDUR_SECONDS = 31.0
 TARGET_SECONDS = 0.3
+BENCH_KNOBS = dict(model="llama2-7b", gpu="h100-80gb", max_num_batched_tokens=4096,
+                   max_num_seqs=128, max_model_len=16384)
+FLEET_REPLICAS = (8, 32, 128, 512)
+FLEET_REQUESTS_PER_REPLICA = 250
 
 
 def bench_simulator(repeats: int, workload: str = "azure-conv") -> dict:
@@ -25,15 +31,13 @@ def bench_simulator(repeats: int, workload: str = "azure-conv") -> dict:
     from .sim import simulate
     from .workload import load_workload
 
-    knobs = dict(model="llama2-7b", gpu="h100-80gb", max_num_batched_tokens=4096,
-                 max_num_seqs=128, max_model_len=16384)
     t0 = time.perf_counter()
-    simulate(load_workload("default").head(50), **knobs)  # JIT compile or load the cache
+    simulate(load_workload("default").head(50), **BENCH_KNOBS)  # JIT compile or load the cache
     warmup = time.perf_counter() - t0
     trace = load_workload(workload)
     walls, reports = [], []
     for _ in range(repeats):
-        report = simulate(trace, **knobs)
+        report = simulate(trace, **BENCH_KNOBS)
         walls.append(report.wall_seconds)
         reports.append(report.summary())
     s = reports[0]
@@ -86,13 +90,72 @@ def bench_memory(n: int = 1_000_000) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+FLEET_TARGET_SECONDS = 15.0
+
+
+def fleet_workload(replicas: int, n: int, load: float = 0.8, seed: int = 0):
+    """``n`` requests with azure-conv's lengths, Poisson arrivals at ``replicas`` x ``load`` x
+    one engine's saturation rate (the benchmark engine)."""
+    import numpy as np
+
+    from .load import saturation_rate
+    from .sim import build_engine
+    from .workload import Workload, load_workload
+
+    trace = load_workload("azure-conv")
+    config, steps = build_engine(**BENCH_KNOBS)
+    rate = replicas * load * saturation_rate(trace, config, steps.coef())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(trace), n)
+    return Workload(np.cumsum(rng.exponential(1 / rate, n)), trace.prompt_tokens[idx],
+                    trace.output_tokens[idx], name=f"azure-conv-{n}"), rate
+
+
+def bench_fleet(replicas: int, n: int, router: str = "least-outstanding") -> dict:
+    """One FCFS fleet run of ``n`` azure-conv-length requests on ``replicas`` replicas at a
+    per-replica load of 0.8 (``fleet_workload``), after a JIT warm-up."""
+    from .sim import simulate
+
+    w, rate = fleet_workload(replicas, n)
+    simulate(w.head(100), replicas=2, router=router, **BENCH_KNOBS)  # JIT compile or load
+    r = simulate(w, replicas=replicas, router=router, **BENCH_KNOBS)
+    return {"replicas": replicas, "requests": n, "rate_rps": rate, "steps": r.steps,
+            "wall_s": r.wall_seconds, "steps_per_s": r.steps / r.wall_seconds,
+            "requests_per_s": n / r.wall_seconds, "simulated_s": r.simulated_seconds,
+            "imbalance": r.fleet["imbalance"]["requests"],
+            "ttlt_p99": r.summary()["ttlt"]["p99"]}
+
+
+def print_fleet(r: dict) -> None:
+    print(f"  {r['replicas']:>4} replicas, {r['requests']:>8,} requests ({r['rate_rps']:,.0f} "
+          f"req/s, {r['simulated_s']:.0f} s simulated): {r['steps']:>9,} steps in "
+          f"{r['wall_s']:6.2f} s, {r['steps_per_s']:,.0f} steps/s, {r['requests_per_s']:,.0f} "
+          f"requests/s; imbalance {r['imbalance']:.3f}, TTLT p99 {r['ttlt_p99']:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tailgym.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--simulator-only", action="store_true", help="skip the env figures")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 1M-request run")
+    parser.add_argument("--fleet-only", action="store_true", help="only the fleet figures")
+    parser.add_argument("--skip-fleet", action="store_true", help="skip the fleet figures")
+    parser.add_argument("--fleet-full", action="store_true",
+                        help="also the issue's target case: 512 replicas, 1M requests")
     args = parser.parse_args(argv)
+    if not args.skip_fleet:
+        print(f"fleet: azure-conv lengths, per-replica load 0.8, FCFS, least-outstanding, "
+              f"{FLEET_REQUESTS_PER_REPLICA} requests per replica")
+        for replicas in FLEET_REPLICAS:
+            print_fleet(bench_fleet(replicas, FLEET_REQUESTS_PER_REPLICA * replicas))
+        if args.fleet_full:
+            r = bench_fleet(512, 1_000_000)
+            print_fleet(r)
+            print(f"  target <= {FLEET_TARGET_SECONDS:.0f} s: "
+                  f"{'met' if r['wall_s'] <= FLEET_TARGET_SECONDS else 'MISSED'}")
+        if args.fleet_only:
+            return 0
     r = bench_simulator(args.repeats)
     print("simulator: azure-conv, FCFS, llama2-7b on h100-80gb, budget 4096, max_num_seqs 128")
     print(f"  JIT warm-up (compile or cache load): {r['warmup_s']:.2f} s")
