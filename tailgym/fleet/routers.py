@@ -143,23 +143,23 @@ class RouterSpec:
     def knobs(self, args: dict | None = None) -> dict:
         """Knob values with defaults filled in; an unknown knob or a value that is not a
         finite number >= 0 is an error naming it."""
-        args = dict(args or {})
-        unknown = sorted(set(args) - set(self.params))
-        if unknown:
-            valid = ", ".join(self.params) or "none"
-            raise ValueError(f"router {self.name!r} has no knob {unknown[0]!r} (knobs: {valid})")
-        out = {}
-        for key, default in self.params.items():
-            value = args.get(key, default)
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                value = float("nan")
-            if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"router {self.name!r} knob {key!r} needs a finite number >= 0, "
-                                 f"got {args[key]!r}")
-            out[key] = value
-        return out
+        given = dict(args or {})
+        for key in sorted(given):
+            if key not in self.params:
+                raise ValueError(f"router {self.name!r} has no knob {key!r} "
+                                 f"(knobs: {', '.join(self.params) or 'none'})")
+        return {key: self._number(key, given.get(key, default))
+                for key, default in self.params.items()}
+
+    def _number(self, key: str, value) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not (np.isfinite(number) and number >= 0):
+            raise ValueError(f"router {self.name!r} knob {key!r} needs a finite number >= 0, "
+                             f"got {value!r}")
+        return number
 
     def param_array(self, knobs: dict) -> np.ndarray:
         return np.array([knobs[k] for k in self.params] or [0.0], dtype=np.float64)
