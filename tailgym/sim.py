@@ -187,11 +187,12 @@ def simulate(workload, policy: str = "fcfs", *, warmup_s: float = 0.0,
     """Replay ``workload`` (a data set name, a CSV path, a synthetic spec or a ``Workload``)
     through one engine running ``policy`` and return the report.
 
-    ``replicas`` = N simulates a fleet of N identical engines, each running ``policy``,
-    behind ``router`` (a name of ``tailgym.fleet.ROUTERS``, its knobs ``router_args``), which
-    reads replica signals refreshed every ``router_refresh_s`` simulated seconds (0: fresh);
-    ``load`` is then per replica (arrivals at N x ``load`` x one engine's saturation rate)
-    and the report adds ``requests["replica"]`` and ``report.fleet`` (see
+    ``replicas`` = N simulates a fleet of N identical engines (or GPU groups, e.g.
+    ``{"h100-80gb": 4, "a100-80gb": 4}``), each running ``policy``, behind ``router`` (a name
+    of ``tailgym.fleet.ROUTERS``, its knobs ``router_args``), which reads replica signals
+    refreshed every ``router_refresh_s`` simulated seconds (0: fresh); ``load`` is then per
+    replica (arrivals at ``load`` x the sum of the replicas' saturation rates) and the
+    report adds ``requests["replica"]`` and ``report.fleet`` (see
     ``tailgym.fleet.sim``). ``replicas=1`` gives the single engine's results exactly.
 
     ``kwargs`` are those of ``prepare``: ``model``, ``gpu``, ``seed``, ``rate``,

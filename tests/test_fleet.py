@@ -6,7 +6,7 @@ import pytest
 
 from tailgym.cli import main
 from tailgym.fleet import ROUTERS
-from tailgym.sim import simulate
+from tailgym.sim import build_engine, simulate
 from tailgym.workload import Workload, load_workload
 
 AZURE = "azure-conv:n=500"
@@ -20,9 +20,9 @@ def _same_run(single, fleet):
     a, b = single.summary(), fleet.summary()
     for key in set(a) - {"wall_seconds", "config"}:
         assert repr(a[key]) == repr(b[key]), key
-    config = {k: v for k, v in b["config"].items()
-              if k not in ("replicas", "router", "router_args", "router_refresh_s")}
-    assert config == a["config"]
+    fleet_keys = ("replicas", "router", "router_args", "router_refresh_s")
+    config = {k: v for k, v in b["config"].items() if k not in fleet_keys}
+    assert config == {k: v for k, v in a["config"].items() if k not in fleet_keys}
 
 
 @pytest.mark.parametrize("policy, router, kw", [
@@ -47,6 +47,16 @@ def test_one_replica_with_prefix_caching_and_a_burst_that_grows_the_queues():
     burst = replace(burst, arrival_s=np.zeros(len(burst)), name="burst")  # 700 > 256 queued
     _same_run(simulate(burst, "fcfs", **KNOBS),
               simulate(burst, "fcfs", replicas=1, router="weighted", **KNOBS))
+
+
+def test_progress_chunks_and_seeds_leave_the_bytes_alone(monkeypatch):
+    import tailgym.fleet.sim as fleet_sim
+    plain = simulate(AZURE, replicas=3, router="power-of-two", rate_scale=3.0, **KNOBS)
+    monkeypatch.setattr(fleet_sim, "PROGRESS_ROWS", 7)  # stop and resume every 7 requests
+    chunked = simulate(AZURE, replicas=3, router="power-of-two", rate_scale=3.0, progress=True,
+                       **KNOBS)
+    for key, column in plain.requests.items():
+        assert column.tobytes() == chunked.requests[key].tobytes(), key
 
 
 def _burst(n, spacing=0.0):
@@ -147,6 +157,9 @@ def test_bad_fleet_arguments_are_one_line_errors(kw, words):
     (["--replicas", "2", "--router-arg", "cache_threshold"], "--router-arg"),
     (["--replicas", "2", "--router-refresh-s", "-1"], "--router-refresh-s"),
     (["--router", "random"], "--router needs --replicas"),
+    (["--replicas", "h100-80gb=2,a100=1"], "unknown GPU 'a100'"),
+    (["--replicas", "h100-80gb=two"], "--replicas"),
+    (["--replicas", "h100-80gb=2", "--gpu", "a100-80gb"], "--gpu a100-80gb does not apply"),
 ])
 def test_cli_fleet_flags_fail_in_one_line(capsys, argv, words):
     try:
@@ -162,3 +175,27 @@ def test_cli_runs_a_fleet(capsys):
                  "power-of-two", "--load", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "3 replicas behind power-of-two" in out and "fleet: 3 replicas" in out
+    assert main(["run", "--workload", "default:n=60", "-q", "--replicas",
+                 "h100-80gb=1,a100-80gb=2"]) == 0
+    assert "on h100-80gb=1,a100-80gb=2" in capsys.readouterr().out
+
+
+def test_gpu_groups_get_their_own_engines():
+    mixed = {"h100-80gb": 2, "a100-80gb": 2}
+    r = simulate(AZURE, replicas=mixed, router="least-outstanding", load=0.9, check=True,
+                 model="llama2-7b", max_model_len=16384)
+    groups = r.fleet["groups"]
+    assert [(g["gpu"], g["replicas"]) for g in groups] == list(mixed.items())
+    for g in groups:  # each group's KV cache (and vLLM defaults) from its GPU
+        blocks = build_engine("llama2-7b", g["gpu"], max_model_len=16384)[0].num_gpu_blocks
+        assert g["num_gpu_blocks"] == blocks
+    assert groups[0]["num_gpu_blocks"] != groups[1]["num_gpu_blocks"]
+    assert r.requests["finished"].all() and sum(r.fleet["requests"]) == 500
+    h100, a100 = sum(r.fleet["requests"][:2]), sum(r.fleet["requests"][2:])
+    assert h100 > a100  # faster replicas drain sooner, so least-outstanding sends them more
+    one = simulate(AZURE, replicas={"h100-80gb": 3}, router="random", **KNOBS)
+    _same_run(simulate(AZURE, replicas=3, router="random", **KNOBS), one)
+    with pytest.raises(ValueError, match="give no gpu or profile"):
+        simulate(AZURE, replicas=mixed, gpu="h100-80gb")
+    with pytest.raises(ValueError, match=r"replicas\['a100-80gb'\] must be an integer >= 1"):
+        simulate(AZURE, replicas={"h100-80gb": 1, "a100-80gb": 0})

@@ -114,11 +114,29 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
                    help="set a knob of the policy (repeatable), e.g. gamma_mode=fixed")
 
 
+def replica_groups(text: str):
+    """``--replicas``: a count, or GPU groups ``GPU=N,GPU=N`` (a dict, in order)."""
+    if "=" not in text:
+        return positive_int(text)
+    from ..hardware import GPUS
+    groups = {}
+    for item in text.split(","):
+        gpu, _, n = item.partition("=")
+        if gpu not in GPUS:
+            raise argparse.ArgumentTypeError(suggest(gpu, GPUS, "GPU"))
+        try:
+            groups[gpu] = positive_int(n)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"{gpu} needs a count >= 1, got {n!r}") from None
+    return groups
+
+
 def add_fleet_arguments(p: argparse.ArgumentParser) -> None:
     from ..fleet import ROUTERS
-    p.add_argument("--replicas", type=positive_int, metavar="N",
-                   help="simulate a fleet of N identical engines behind a router; --load is "
-                        "then per replica (default: one engine)")
+    p.add_argument("--replicas", type=replica_groups, metavar="N|GPU=N,...",
+                   help="simulate a fleet of N engines behind a router, or GPU groups (e.g. "
+                        "h100-80gb=4,a100-80gb=4, each on its GPU's roofline; then no --gpu); "
+                        "--load is then per replica (default: one engine)")
     p.add_argument("--router", default="round-robin", choices=list(ROUTERS), metavar="NAME",
                    help=f"which replica serves each request: {', '.join(ROUTERS)} "
                         f"(default: round-robin; needs --replicas)")
@@ -139,6 +157,8 @@ def fleet_options(args) -> dict:
             raise CLIError(f"{given[0]} needs --replicas N")
         return {}
     from ..fleet import get_router
+    if isinstance(args.replicas, dict) and args.gpu != "h100-80gb":
+        raise CLIError(f"--gpu {args.gpu} does not apply with GPU groups in --replicas")
     knobs = key_values(args.router_arg, "--router-arg")
     try:
         get_router(args.router).knobs(knobs)

@@ -28,9 +28,13 @@ def header(summary: dict, args) -> str:
     rate = f", {cfg['rate_rps']:.3f} req/s" if "rate_rps" in cfg else ""
     load = (f", load {cfg['load']:g} of {cfg['saturation_rps']:.3f} req/s saturation"
             if "load" in cfg else "")
-    fleet = (f", {cfg['replicas']} replicas behind {cfg['router']}" if "replicas" in cfg else "")
+    fleet, gpu = "", args.gpu
+    if "fleet" in summary:
+        f = summary["fleet"]
+        fleet = f", {f['replicas']} replicas behind {f['router']}"
+        gpu = ",".join(f"{g['gpu']}={g['replicas']}" for g in f["groups"])
     return (f"workload {cfg['workload']} ({summary['requests_in']} requests{rate}{load}{fleet}), "
-            f"policy {args.policy}, {args.model} on {args.gpu} x{args.tp}, "
+            f"policy {args.policy}, {args.model} on {gpu} x{args.tp}, "
             f"{cfg['num_gpu_blocks']} KV blocks, budget {cfg['max_num_batched_tokens']} tokens, "
             f"max {cfg['max_num_seqs']} seqs, step model {cfg['step_model']}")
 
@@ -43,13 +47,16 @@ def run(args) -> int:
     if args.load is not None:
         common.check_loads([args.load])
     common.ensure_compiled(args.quiet)
+    fleet = common.fleet_options(args)
+    groups = isinstance(fleet.get("replicas"), dict)  # each group on its GPU
     report = simulate(
-        args.workload, args.policy, model=args.model, gpu=args.gpu, seed=args.seed,
+        args.workload, args.policy, model=args.model, **({} if groups else {"gpu": args.gpu}),
+        seed=args.seed,
         rate=args.rate, rate_scale=args.rate_scale, load=args.load,
         policy_args=common.key_values(args.policy_arg, "--policy-arg", numbers=False),
         warmup_s=args.warmup_s, slo=common.key_values(args.slo, "--slo"), on_unfit=args.on_unfit,
         progress=not args.quiet, columns=parse_columns(args.columns) if args.columns else None,
-        **common.fleet_options(args), **common.engine_knobs(args))
+        **fleet, **common.engine_knobs(args))
     if report.rejected:
         first = "; ".join(("request {index}" if r["row"] is None else "row {row}").format(**r)
                           + f": {r['reason']}" for r in report.rejected[:3])

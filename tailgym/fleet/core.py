@@ -2,7 +2,8 @@
 
 One global per-request table (``rf``, ``ri``, ``target``, ``hint``) serves every replica; each
 replica ``r`` owns its slice of the stacked arrays ``rep = (queues, batches, s, t, pstate, blk,
-ht, tables, rows)`` (leading axis: replica), and the block keys ``key_off, keys`` are shared.
+ht, tables, rows)`` and of ``cfg_i, cfg_f, coef, params`` in ``common`` (leading axis: replica;
+padded to the largest replica's shapes), and the block keys ``key_off, keys`` are shared.
 A request is routed when its arrival is next: replicas whose clock is before it are first
 stepped up to it (each runs the engine iterations that begin before the arrival, so its state
 may include the output of a batch still running at the arrival), in the order of a min-heap of
@@ -93,7 +94,7 @@ def signals(ri, queues, s, n_routed, cfg_i, sig, r, tokens):
     sr = s[r]
     sig[r, SIG_OUTSTANDING] = n_routed[r] - sr[S_N_FINISHED]
     sig[r, SIG_QUEUED] = sr[S_N_WAITING] + sr[S_N_SWAPPED] + sr[S_N_ARRIVALS] - sr[S_NEXT_ARRIVAL]
-    sig[r, SIG_KV] = 1.0 - sr[S_FREE_BLOCKS] / (cfg_i[C_GPU_BLOCKS] - 1)
+    sig[r, SIG_KV] = 1.0 - sr[S_FREE_BLOCKS] / (cfg_i[r, C_GPU_BLOCKS] - 1)
     if tokens:
         q = queues[r]
         total = (_tokens(ri, q[Q_WAITING], 0, sr[S_N_WAITING])
@@ -121,10 +122,10 @@ def advance(common, rep, fleet, until, check, tokens, log, blog):
     while wake[heap[0]] < until:
         r = heap[0]
         kv = _kv(rep, key_off, keys, r)
-        run_engine(rf, ri, target, hint, queues[r], batches[r], s[r], t[r], cfg_i, cfg_f, coef,
-                   params, pstate[r], kv, log, blog, max_steps, until)
-        if s[r, S_ERROR] == 0 and check and not replica_conserved(ri, replica_of, s[r], cfg_i,
-                                                                  kv, r):
+        run_engine(rf, ri, target, hint, queues[r], batches[r], s[r], t[r], cfg_i[r], cfg_f[r],
+                   coef[r], params[r], pstate[r], kv, log, blog, max_steps, until)
+        if s[r, S_ERROR] == 0 and check and not replica_conserved(ri, replica_of, s[r],
+                                                                  cfg_i[r], kv, r):
             s[r, S_ERROR] = ERR_BLOCKS
         if s[r, S_ERROR] != 0:
             return r
@@ -197,7 +198,7 @@ def run_fleet(common, rep, fleet, snap, match, u, fl, rid, rargs, refresh_s, t0,
                 return FLEET_ERROR
         if prefix:
             for r in range(match.shape[0]):
-                match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[C_BLOCK_SIZE])
+                match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[r, C_BLOCK_SIZE])
         r = route(rid, view, match, ri[k, PROMPT], u[k, 0], u[k, 1], fl[F_SEQ], rargs)
         if n_routed[r] - s[r, S_N_FINISHED] + 1 > cap:
             return FLEET_GROW

@@ -1,44 +1,107 @@
-"""``tailgym.simulate(..., replicas=N, router=NAME)``: N engine replicas behind a router."""
+"""``tailgym.simulate(..., replicas=N, router=NAME)``: N engine replicas behind a router.
+
+``replicas`` is a count (every replica on the run's ``gpu``) or, for a heterogeneous fleet, a
+mapping GPU name -> count (``{"h100-80gb": 4, "a100-80gb": 4}``; replicas numbered group by
+group): each group gets the KV capacity, vLLM defaults and roofline step times of its GPU,
+the same model and knobs otherwise; a request any group cannot serve is refused for all.
+"""
+import inspect
 import time
 
 import numpy as np
 from tqdm import tqdm
 
+from ..admission import admission_check
 from ..engine import EngineError
 from ..engine import layout as L
+from ..engine.blocks import H_KEY, NO_KEY, NONE, new_pool
 from ..engine.runner import NO_BATCH_LOG, NO_LOG
+from ..load import saturation_rate
 from ..metrics import Report
-from ..sim import prepare
+from ..policies import resolve
+from ..sim import build_engine, prepare
+from ..workload import load_workload
 from . import core
 from .routers import SIG_COLS, get_router
 
 ROUTER_STREAM = 11   # random stream of the router's pre-drawn numbers
 PROGRESS_ROWS = 50_000
+ENGINE_KNOBS = tuple(p for p in inspect.signature(build_engine).parameters if p not in ("model", "gpu"))
+
+
+def fleet_groups(replicas, gpu: str) -> list[tuple[str, int]]:
+    """``replicas`` (a count, or GPU name -> count) as ``[(gpu, count), ...]``, checked."""
+    def count(n, what):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{what} must be an integer >= 1, got {n!r}")
+        return int(n)
+    if isinstance(replicas, dict):
+        if not replicas:
+            raise ValueError("replicas must name at least one GPU group")
+        return [(str(g), count(n, f"replicas[{g!r}]")) for g, n in replicas.items()]
+    return [(gpu, count(replicas, "replicas"))]
+
+
+class Group:
+    """The engine of one GPU group: configuration, step-time coefficients, policy params and
+    a fresh block pool (``EngineState``'s, for the run's requests)."""
+
+    def __init__(self, run, gpu: str, count: int, knobs: dict, policy_args):
+        self.gpu, self.count = gpu, count
+        if gpu == run.info["gpu"]:
+            self.config, steps, self.params = run.config, run.steps, run.params
+        else:
+            self.config, steps = build_engine(run.info["model"], gpu, **knobs)
+            self.params = resolve(run.info["policy"], policy_args, steps.coef(),
+                                  self.config.max_num_seqs)[2]
+        self.coef = steps.coef()
+        self.cfg_i, self.cfg_f = self.config.arrays(run.spec, self.params)
+        self.cfg_i[L.C_CHECK] = 0  # checked per replica by the fleet (the engine's sums all rows)
+        st, c = run.state, self.config
+        largest = int(c.blocks_for_request(st.ri[:, L.PROMPT], st.target).max()) if len(st.target) else 1
+        self.pool = new_pool(c.num_gpu_blocks, c.max_num_seqs + 1, min(largest, c.num_gpu_blocks),
+                             st.key_off, st.keys, c.enable_prefix_caching)[:4]
+        self.batches = np.zeros((2, L.B_ROWS, c.max_num_seqs + 1), dtype=np.int64)
+        self.s = st.s.copy()
+        self.s[L.S_N_ARRIVALS] = 0
+        self.s[L.S_FREE_BLOCKS] = c.num_gpu_blocks - 1
+        self.s[L.S_FREE_HOST] = c.num_host_blocks
+
+
+def stack(parts, fill=0) -> np.ndarray:
+    """One array per replica, padded with ``fill`` to the largest shape, stacked."""
+    shape = tuple(max(p.shape[d] for p in parts) for d in range(parts[0].ndim))
+    out = np.full((len(parts), *shape), fill, dtype=parts[0].dtype)
+    for r, p in enumerate(parts):
+        out[(r, *(slice(0, n) for n in p.shape))] = p
+    return out
 
 
 class Fleet:
-    """``replicas`` copies of one prepared run's engine, the router's state and the stacked
-    arrays of ``core`` (see there); ``run`` fills the run's global request table."""
+    """The replicas of one prepared run, the router's state and the stacked arrays of
+    ``core`` (see there); ``simulate`` fills the run's global request table."""
 
-    def __init__(self, run, replicas: int, router: str, router_args, refresh_s: float):
-        self.run, self.n = run, int(replicas)
+    def __init__(self, run, groups, router: str, router_args, refresh_s: float, knobs: dict,
+                 policy_args=None):
+        self.run, self.groups = run, [Group(run, g, n, knobs, policy_args) for g, n in groups]
         self.spec = get_router(router)
         self.knobs = self.spec.knobs(router_args)
         self.refresh_s = float(refresh_s)
+        per = [g for g in self.groups for _ in range(g.count)]
+        self.n = len(per)
         st, n_req = run.state, run.state.n_requests
-        cfg_i, self.cfg_f = run.config.arrays(run.spec, run.params)
-        cfg_i[L.C_CHECK] = 0  # checked per replica here (the engine's check sums all requests)
-        self.cfg_i = cfg_i
-        tile = lambda a: np.repeat(a[np.newaxis], self.n, axis=0)  # noqa: E731
-        s = st.s.copy()
-        s[L.S_N_ARRIVALS] = 0
-        cap = min(max(n_req, 1), max(256, 2 * run.config.max_num_seqs))
-        self.rep = (np.zeros((self.n, L.Q_ROWS, cap), dtype=np.int64), tile(st.batches), tile(s),
-                    tile(st.t), tile(st.pstate), tile(st.pool_blocks), tile(st.pool_map),
-                    tile(st.pool_tables), tile(st.pool_rows))
-        self.common = (st.rf, st.ri, st.target, st.hint, cfg_i, self.cfg_f,
-                       np.ascontiguousarray(run.steps.coef(), dtype=np.float64), run.params,
-                       st.key_off, st.keys)
+        cap = min(max(n_req, 1), max(256, 2 * max(g.config.max_num_seqs for g in self.groups)))
+        ht = np.full((self.n, max(g.pool[1].shape[0] for g in self.groups), 3), NONE, dtype=np.int64)
+        ht[:, :, H_KEY] = NO_KEY  # an empty table (a padded one hashes into its full size)
+        self.rep = (np.zeros((self.n, L.Q_ROWS, cap), dtype=np.int64),
+                    stack([g.batches for g in per]), stack([g.s for g in per]),
+                    np.repeat(st.t[np.newaxis], self.n, axis=0),
+                    np.repeat(st.pstate[np.newaxis], self.n, axis=0),
+                    stack([g.pool[0] for g in per], NONE), ht, stack([g.pool[2] for g in per]),
+                    stack([g.pool[3] for g in per]))
+        self.common = (st.rf, st.ri, st.target, st.hint, stack([g.cfg_i for g in per]),
+                       stack([g.cfg_f for g in per]), stack([g.coef for g in per]),
+                       stack([g.params for g in per]), st.key_off, st.keys)
         self.replica_of = np.full(n_req, -1, dtype=np.int64)
         self.fleet = (self.replica_of, np.zeros(self.n, dtype=np.int64),
                       np.zeros((self.n, SIG_COLS)), np.full(self.n, np.inf),
@@ -99,6 +162,8 @@ class Fleet:
         fleet = {
             "replicas": self.n, "router": self.spec.name, "router_args": self.knobs,
             "router_refresh_s": self.refresh_s,
+            "groups": [{"gpu": g.gpu, "replicas": g.count, "num_gpu_blocks": g.config.num_gpu_blocks}
+                       for g in self.groups],
             "requests": routed.tolist(), "steps": s[:, L.S_STEPS].tolist(),
             "busy_share": busy.tolist(),
             "preemptions": (s[:, L.S_PREEMPT_RECOMPUTE] + s[:, L.S_PREEMPT_SWAP]).tolist(),
@@ -115,29 +180,66 @@ def _imbalance(values) -> float:
     return float(v.max() / v.mean()) if v.size and v.mean() > 0 else float("nan")
 
 
-def simulate_fleet(workload, policy: str = "fcfs", *, replicas: int, router: str = "round-robin",
+def refuse_everywhere(run, groups, on_unfit: str) -> None:
+    """Reject (or, with ``on_unfit='error'``, stop at) requests some other group cannot hold."""
+    for g in groups:
+        if g.config is run.config:
+            continue
+        refused, rejected = admission_check(run.workload, g.config, on_unfit)
+        new = refused & (run.state.ri[:, L.STATUS] != L.ST_REJECTED)
+        run.state.ri[new, L.STATUS] = L.ST_REJECTED
+        known = {r["index"] for r in run.rejected}
+        run.rejected.extend({**r, "reason": f"{r['reason']} (on {g.gpu})"}
+                            for r in rejected if r["index"] not in known)
+        run.rejected.sort(key=lambda r: r["index"])
+
+
+def simulate_fleet(workload, policy: str = "fcfs", *, replicas, router: str = "round-robin",
                    router_args: dict | None = None, router_refresh_s: float = 0.0,
                    warmup_s: float = 0.0, slo=None, progress: bool = False,
                    record_steps: bool = False, record_batches: bool = False, load=None,
                    **kwargs) -> Report:
-    """``tailgym.simulate`` with ``replicas`` (see there); ``load`` is per replica."""
+    """``tailgym.simulate`` with ``replicas`` (see there and the module docstring); ``load``
+    is per replica: arrivals at ``load`` x the sum of the replicas' saturation rates."""
     for name, value in (("record_steps", record_steps), ("record_batches", record_batches)):
         if value:
             raise ValueError(f"{name} is not available with replicas (one log per engine)")
-    if isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer)) or replicas < 1:
-        raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
+    if isinstance(replicas, dict) and ("gpu" in kwargs or kwargs.get("profile") is not None):
+        raise ValueError("with GPU groups in replicas, give no gpu or profile (each group "
+                         "takes its GPU's roofline step times)")
+    groups = fleet_groups(replicas, kwargs.pop("gpu", "h100-80gb"))
     if isinstance(router_refresh_s, bool) or not (isinstance(router_refresh_s, (int, float))
                                                   and np.isfinite(router_refresh_s)
                                                   and router_refresh_s >= 0):
         raise ValueError(f"router_refresh_s must be a finite number >= 0, got {router_refresh_s!r}")
     get_router(router).knobs(router_args)  # bad names and knobs fail before loading anything
-    run = prepare(workload, policy, load=None if load is None else float(load) * int(replicas),
-                  **kwargs)
+    knobs = {k: v for k, v in kwargs.items() if k in ENGINE_KNOBS}
+    model = kwargs.pop("model", "llama3-8b")
+    sat = None
     if load is not None:
-        run.info["load"] = float(load)  # per replica; rate_rps is the fleet's
-    fleet = Fleet(run, replicas, router, router_args, router_refresh_s)
+        given = [k for k in ("rate", "rate_scale") if kwargs.get(k) is not None]
+        if given:
+            raise ValueError(f"give at most one of rate, rate_scale, load (got {given[0]}, load)")
+        if not float(load) > 0:
+            raise ValueError(f"load must be > 0, got {load}")
+        wl = load_workload(workload, data_dir=kwargs.get("data_dir"), seed=kwargs.get("seed", 0),
+                           columns=kwargs.get("columns"))
+        sat = [saturation_rate(wl, *_engine(model, g, knobs)) for g, _ in groups]
+        total = sum(n * rate for (_, n), rate in zip(groups, sat))
+        workload, kwargs["rate"] = wl, float(load) * total
+    run = prepare(workload, policy, model=model, gpu=groups[0][0], **kwargs)
+    if sat is not None:
+        run.info.update(saturation_rps=total / sum(n for _, n in groups), load=float(load))
+    fleet = Fleet(run, groups, router, router_args, router_refresh_s, knobs,
+                  kwargs.get("policy_args"))
+    refuse_everywhere(run, fleet.groups, kwargs.get("on_unfit", "error"))
     run.info.update(replicas=fleet.n, router=router, router_args=fleet.knobs,
                     router_refresh_s=fleet.refresh_s)
     start = time.perf_counter()
     fleet.simulate(progress)
     return fleet.report(time.perf_counter() - start, warmup_s=warmup_s, slo=slo)
+
+
+def _engine(model, gpu, knobs):
+    config, steps = build_engine(model, gpu, **knobs)
+    return config, steps.coef()
