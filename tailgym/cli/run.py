@@ -46,13 +46,12 @@ def run(args) -> int:
     common.check_profile(args)
     if args.load is not None:
         common.check_loads([args.load])
-    common.ensure_compiled(args.quiet)
     fleet = common.fleet_options(args)
-    groups = isinstance(fleet.get("replicas"), dict)  # each group on its GPU
+    gpu = {} if isinstance(fleet.get("replicas"), dict) else {"gpu": args.gpu}  # groups: theirs
+    common.ensure_compiled(args.quiet)
     report = simulate(
-        args.workload, args.policy, model=args.model, **({} if groups else {"gpu": args.gpu}),
-        seed=args.seed,
-        rate=args.rate, rate_scale=args.rate_scale, load=args.load,
+        args.workload, args.policy, model=args.model, **gpu, seed=args.seed, rate=args.rate,
+        rate_scale=args.rate_scale, load=args.load,
         policy_args=common.key_values(args.policy_arg, "--policy-arg", numbers=False),
         warmup_s=args.warmup_s, slo=common.key_values(args.slo, "--slo"), on_unfit=args.on_unfit,
         progress=not args.quiet, columns=parse_columns(args.columns) if args.columns else None,
