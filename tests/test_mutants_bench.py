@@ -33,23 +33,28 @@ def test_env_benchmark_counts_steps_of_single_and_vector_envs():
 
 
 def test_headline_grid_and_tables():
-    """Two policies on one tiny window: rows carry the latency stats, the relative-change
-    table has a number for the condition."""
-    cells = [dict(trace="azure-conv", arrivals="trace", kv="default", load=0.9, seed=0,
-                  policy=p, workload=headline.window_spec("azure-conv", 0, 6, "trace", 20))
-             for p in ("fcfs", "srpt-oracle")]
+    """Two policies on two tiny windows: rows carry the latency stats, the paired table has a
+    number with its interval for the condition, the target table a verdict."""
+    cells = [dict(workload="azure-conv", kv="default", load=0.9, seed=s, policy=p,
+                  spec=headline.window_spec("azure-conv", s, window=20))
+             for p in ("fcfs", "srpt-oracle", "uniboost", "gittins-tail") for s in (0, 1)]
     rows = headline.run_grid(cells, 1, "smoke")
-    assert [r["policy"] for r in rows] == ["fcfs", "srpt-oracle"]
+    assert [r["policy"] for r in rows[::2]] == ["fcfs", "srpt-oracle", "uniboost", "gittins-tail"]
     assert all(r["completed"] == 20 and r["ttlt_p99"] >= r["ttlt_p50"] > 0 for r in rows)
     table = headline.tables(rows, "srpt-oracle", "fcfs")
-    assert "| azure-conv | trace | default | " in table and "%" in table
+    assert "| azure-conv | default | " in table and "% [" in table
+    target = headline.target_table(rows, "gittins-tail")
+    assert target.count("| azure-conv | default | 0.9 |") == 1 and "x |" in target
+    assert headline.window_spec("servegen-r1", 3, window=50) == "servegen-r1:n=50,seed=3"
 
 
 def test_ablation_on_tiny_windows_writes_its_table(tmp_path):
-    """Windows of 12 requests, one seed: a row per variant in each condition's table."""
+    """Windows of 12 requests, two seeds: a row per variant in each condition's table, with
+    a paired interval against UniBoost's defaults."""
     out = tmp_path / "ablation.md"
-    assert ablation.main(["--processes", "1", "--window", "12", "--seeds", "0",
+    assert ablation.main(["--processes", "1", "--window", "12", "--seeds", "0", "1",
                           "--out", str(out)]) == 0
     text = out.read_text()
     assert text.count("| uniboost k=0 |") == len(ablation.CONDITIONS)
     assert text.count("\n| ") == len(ablation.CONDITIONS) * (len(ablation.VARIANTS) + 1)
+    assert "% [" in text

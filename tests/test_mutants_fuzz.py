@@ -1,6 +1,6 @@
 """The invariant fuzz over every scheduler and policy family: FCFS, priority mode (SJF, LTR,
 gamma-Boost, distboost), the preemptive scheduler (SRPT, LAS with and without its guard, MLFQ,
-uniboost full/base, uniboost-dist), recompute or swap, with and without async scheduling,
+uniboost full/base, uniboost-dist, gittins-tail), recompute or swap, with and without async scheduling,
 prefix caching (with shared prefixes) and full-prompt reservation. Each run is capped in
 steps, so a livelock fails in seconds instead of hanging, and is run twice (same bytes)."""
 import numpy as np
@@ -16,7 +16,7 @@ POLICIES = [
     ("srpt-predicted", {}), ("las", {"k": 0}), ("las", {"k": 4}), ("las", {"k": 256}),
     ("mlfq", {"q0": 0.01}), ("uniboost", {"k": 4}), ("uniboost", {"variant": "base"}),
     ("uniboost", {"variant": "distboost"}), ("uniboost", {"reserve": 0.2}),
-    ("uniboost-dist", {"k": 4}),
+    ("uniboost-dist", {"k": 4}), ("gittins-tail", {"k": 4, "refresh_s": 0.5}),
 ]
 COEF = linear_coef(const=0.01, prefill=1e-4, decode=1e-3, context=1e-6)
 

@@ -42,8 +42,9 @@ def test_las_priority_is_attained_work(computed, generated, work):
     (200, 30, 3, 2),  # capped at levels - 1
 ])
 def test_mlfq_level(prompt, generated, levels, level):
-    _, ri = request(prompt, prompt, generated)
-    assert mlfq_priority(np.array([AP, AD, 0.05, float(levels)]), ri, 0) == level
+    rf, ri = request(prompt, prompt, generated)
+    params = np.array([AP, AD, 0.05, float(levels), 0.0, 0.0])
+    assert mlfq_priority(params, rf, ri, 0, 0.0) == level
 
 
 def test_sjf_orders_by_total_work():

@@ -121,7 +121,8 @@ PREDICTION_FREE = [n for n, p in POLICIES.items() if not p.reads_output_length]
 
 
 def test_only_oracle_predicted_and_ltr_policies_read_output_lengths():
-    assert set(PREDICTION_FREE) == {"fcfs", "las", "mlfq", "uniboost", "uniboost-dist"}
+    assert set(PREDICTION_FREE) == {"fcfs", "las", "mlfq", "uniboost", "uniboost-dist",
+                                   "gittins-tail"}
     for name in PREDICTION_FREE:
         hint = get_policy(name).hint(np.array([5, 50]), get_policy(name).knobs(),
                                      np.random.default_rng(0))
@@ -183,13 +184,43 @@ def test_srpt_preempts_for_a_shorter_arrival():
 def test_mlfq_levels_skip_join_and_demote():
     from tailgym.policies.attained import mlfq_priority
     params = get_policy("mlfq").param_array(dict(alpha_p=1e-3, alpha_d=1e-2, q0=0.1, levels=8))
+    rf = np.zeros((1, L.RF_COLS))
     ri = np.zeros((1, L.RI_COLS), dtype=np.int64)
     ri[0, L.PROMPT] = 50                       # 0.05 s of prompt work: joins level 0
-    assert mlfq_priority(params, ri, 0) == 0
+    assert mlfq_priority(params, rf, ri, 0, 0.0) == 0
     ri[0, L.PROMPT] = 350                      # 0.35 s: skips to level 2 (0.4 s quantum)
-    assert mlfq_priority(params, ri, 0) == 2
+    assert mlfq_priority(params, rf, ri, 0, 0.0) == 2
     ri[0, L.GENERATED] = 40                    # 0.4 s of decode exhausts level 2
-    assert mlfq_priority(params, ri, 0) == 3
+    assert mlfq_priority(params, rf, ri, 0, 1e9) == 3  # no starvation promotion by default
+
+
+def test_mlfq_promotes_a_request_not_served_for_starve_s():
+    from tailgym.policies.attained import PROMOTED, mlfq_priority
+    params = get_policy("mlfq").param_array(dict(alpha_p=1e-3, alpha_d=1e-2, q0=0.1,
+                                                 starve_s=5.0))
+    rf = np.zeros((1, L.RF_COLS))
+    ri = np.zeros((1, L.RI_COLS), dtype=np.int64)
+    ri[0, L.PROMPT], ri[0, L.GENERATED], ri[0, L.STATUS] = 350, 40, L.ST_WAITING
+    rf[0, L.ARRIVAL], rf[0, L.LAST_TOKEN] = 0.0, 10.0   # last served at 10 s, not at arrival
+    assert mlfq_priority(params, rf, ri, 0, 14.9) == 3
+    assert mlfq_priority(params, rf, ri, 0, 15.1) == PROMOTED
+    ri[0, L.STATUS] = L.ST_RUNNING
+    assert mlfq_priority(params, rf, ri, 0, 15.1) == 3
+
+
+def test_mlfq_starvation_promotion_serves_a_starved_long_request():
+    """One long request behind a stream of short ones on one seat: plain MLFQ serves it
+    last; with FastServe's protections (promotion, then a minimum run) it finishes while the
+    stream still arrives."""
+    n = 60
+    arrival = 0.05 * np.arange(n)
+    output = np.full(n, 4)
+    output[0] = 400
+    runs = {s: simulate_arrays(arrival, np.full(n, 20), output, COEF, "mlfq",
+                               dict(q0=0.001, starve_s=s, k=k), **dict(ENGINE, max_num_seqs=1))[0]
+            for s, k in ((0.0, 0.0), (0.3, 50.0))}
+    assert runs[0.0].rf[0, L.DONE] > runs[0.0].rf[1:, L.DONE].max()       # starved
+    assert runs[0.3].rf[0, L.DONE] < runs[0.3].rf[1:, L.DONE].max()
 
 
 def test_ltr_promotes_starving_requests():

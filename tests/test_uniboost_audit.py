@@ -77,7 +77,8 @@ def test_hill_index_of_ties_and_atoms_is_light():
     assert online.hill_index(pareto) == pytest.approx(1.2, rel=0.2)
 
 
-@pytest.mark.parametrize("policy", ["uniboost", "gamma-boost-oracle", "uniboost-dist"])
+@pytest.mark.parametrize("policy", ["uniboost", "gamma-boost-oracle", "uniboost-dist",
+                                    "gittins-tail"])
 def test_identical_requests_run_with_online_gamma(policy):
     n = 400
     arrival = np.sort(np.random.default_rng(0).uniform(0.0, 40.0, n))

@@ -9,15 +9,20 @@ Attained work = ``alpha_p * prompt tokens prefilled + alpha_d * tokens generated
 * ``mlfq`` (FastServe's skip-join MLFQ): level quanta ``q0 * 2^j``; a request joins the first
   level whose quantum covers its prompt work, and drops one level each time its decode work
   exhausts the quantum of its level; lower level first, FCFS within a level; ``levels`` caps j.
+  FastServe's protections are knobs, off by default: ``k``, a minimum run after (re)dispatch
+  as LAS's, and ``starve_s``, starvation promotion: a queued request not served for more than
+  ``starve_s`` seconds (since its arrival or its latest token) moves above every level, FCFS
+  among the promoted, until it is scheduled.
 
 Signals: prompt length, tokens prefilled and generated, arrival time.
 """
 import numpy as np
 from numba import njit
 
-from ..engine.layout import COMPUTED, GENERATED, PROMPT
+from ..engine.layout import ARRIVAL, COMPUTED, GENERATED, LAST_TOKEN, PROMPT, ST_RUNNING, STATUS
 
-ALPHA_P, ALPHA_D, Q0, LEVELS = 0, 1, 2, 3
+ALPHA_P, ALPHA_D, Q0, LEVELS, MLFQ_K, STARVE_S = 0, 1, 2, 3, 4, 5
+PROMOTED = -1.0  # above level 0
 
 
 @njit(cache=True, inline="always")
@@ -28,7 +33,18 @@ def las_priority(params, ri, i):
 
 
 @njit(cache=True, inline="always")
-def mlfq_priority(params, ri, i):
+def starving(params, rf, ri, i, now):
+    """True if queued request ``i`` has not been served for more than ``starve_s``."""
+    if params[STARVE_S] <= 0.0 or ri[i, STATUS] == ST_RUNNING:
+        return False
+    served = rf[i, LAST_TOKEN] if ri[i, GENERATED] > 0 else rf[i, ARRIVAL]
+    return now - served > params[STARVE_S]
+
+
+@njit(cache=True, inline="always")
+def mlfq_priority(params, rf, ri, i, now):
+    if starving(params, rf, ri, i, now):
+        return PROMOTED
     q0 = params[Q0]
     prompt_work = params[ALPHA_P] * ri[i, PROMPT]
     first = 0 if prompt_work <= q0 else int(np.ceil(np.log2(prompt_work / q0)))

@@ -12,17 +12,18 @@ from numba import njit
 
 from ..engine.layout import ARRIVAL, PRIO, PROMPT
 from . import fcfs, online
-from .attained import las_priority, mlfq_priority
+from .attained import STARVE_S, las_priority, mlfq_priority
 from .boost import job_work
+from .gittins import build_quanta, gittins_next_change, gittins_priority
 from .ltr import ltr_priority
 from .sizes import sjf_priority, srpt_priority
 from .uniboost import (ALPHA_D, ALPHA_P, build_table, gamma_boost_priority, refresh_gamma,
                        uniboost_dist_priority, uniboost_next_change, uniboost_priority)
 
 (FCFS, SJF_ORACLE, SRPT_ORACLE, SRPT_PREDICTED, LTR, LAS, MLFQ, GAMMA_BOOST_ORACLE, UNIBOOST,
- UNIBOOST_DIST, EXTERNAL) = range(11)
+ UNIBOOST_DIST, EXTERNAL, GITTINS_TAIL) = range(12)
 UNSCORED = 2.0  # EXTERNAL: priority of a request nobody scored (agent scores lie in [-1, 1])
-GAMMA_POLICIES = (GAMMA_BOOST_ORACLE, UNIBOOST, UNIBOOST_DIST)
+GAMMA_POLICIES = (GAMMA_BOOST_ORACLE, UNIBOOST, UNIBOOST_DIST, GITTINS_TAIL)
 
 
 @njit(cache=True, inline="always")
@@ -38,13 +39,15 @@ def priority(pid, params, pstate, hint, rf, ri, i, now):
     if pid == LAS:
         return las_priority(params, ri, i)
     if pid == MLFQ:
-        return mlfq_priority(params, ri, i)
+        return mlfq_priority(params, rf, ri, i, now)
     if pid == GAMMA_BOOST_ORACLE:
         return gamma_boost_priority(params, pstate, hint, rf, ri, i)
     if pid == UNIBOOST:
         return uniboost_priority(params, pstate, rf, ri, i)
     if pid == UNIBOOST_DIST:
         return uniboost_dist_priority(params, pstate, rf, ri, i)
+    if pid == GITTINS_TAIL:
+        return gittins_priority(params, pstate, rf, ri, i)
     if pid == EXTERNAL:  # set from outside (tailgym/ServePriority-v0), UNSCORED at first
         return rf[i, PRIO]
     raise ValueError("unknown policy id")
@@ -56,6 +59,8 @@ def next_change(pid, params, ri, i):
     (0: it may change after any step); spares recomputing it every step."""
     if pid == UNIBOOST:
         return uniboost_next_change(params, ri, i)
+    if pid == GITTINS_TAIL:
+        return gittins_next_change(params, ri, i)
     return 0
 
 
@@ -75,12 +80,14 @@ def on_finish(pid, params, pstate, rf, ri, i, output_tokens, now):
 
 @njit(cache=True)
 def refresh(pid, params, pstate):
-    if pid == LTR:
+    if pid == LTR or (pid == MLFQ and params[STARVE_S] > 0.0):
         return True  # starvation promotions depend on waiting time
     if pid not in GAMMA_POLICIES:
         return False
     changed = refresh_gamma(params, pstate)
-    if pid == UNIBOOST_DIST:
+    if pid == UNIBOOST_DIST or pid == GITTINS_TAIL:
         build_table(params, pstate)
+        if pid == GITTINS_TAIL:
+            build_quanta(params, pstate)
         return True
     return changed

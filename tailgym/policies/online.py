@@ -36,7 +36,9 @@ SIZES = ARRIVALS + WINDOW          # ring of completed requests' work, s
 DECODES = SIZES + WINDOW           # ring of completed requests' output tokens
 LATENCIES = DECODES + WINDOW       # ring of completed requests' TTLT, s
 TABLE = LATENCIES + WINDOW         # uniboost-dist: ln M(d) on the grid
-PSTATE_SIZE = TABLE + GRID
+QUANTUM_LN_E = TABLE + GRID        # gittins-tail: ln E[exp(...) | S > d_g] for quantum b_j,
+QUANTUM_P = QUANTUM_LN_E + GRID * GRID  # and P(S <= b_j | S > d_g), at [g * GRID + j]
+PSTATE_SIZE = QUANTUM_P + GRID * GRID
 
 
 def new_pstate(gamma: float) -> np.ndarray:

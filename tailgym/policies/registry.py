@@ -13,7 +13,7 @@ import numpy as np
 
 from ..engine.layout import MODE_PREEMPTIVE, MODE_VLLM, V_LAST, V_LOWEST_PRIORITY
 from ..hardware import step_features
-from . import attained, dispatch, fcfs, ltr, online, sizes, uniboost
+from . import attained, dispatch, fcfs, gittins, ltr, online, sizes, uniboost
 
 WORK = {"alpha_p": np.nan, "alpha_d": np.nan}  # s/token; nan = from the step-time model
 WORK_DOC = {"alpha_p": "work per prompt token, s (default: from the step-time model)",
@@ -161,9 +161,9 @@ def check_gamma(policy: str, knobs: dict) -> None:
                          f"must be >= gamma_min={knobs['gamma_min']:g}")
     if not 0.0 < knobs["beta"] <= 1.0:
         raise knob_error(policy, "beta", knobs["beta"], "must be in (0, 1]")
-    if knobs["refresh_s"] <= 0.0 and policy == "uniboost-dist":
+    if knobs["refresh_s"] <= 0.0 and policy in ("uniboost-dist", "gittins-tail"):
         raise knob_error(policy, "refresh_s", knobs["refresh_s"],
-                         "must be > 0: the boost table is rebuilt every refresh_s seconds")
+                         "must be > 0: the boost tables are rebuilt every refresh_s seconds")
     if knobs["refresh_s"] <= 0.0 and mode != "fixed":
         raise knob_error(policy, "refresh_s", knobs["refresh_s"],
                          f"must be > 0 with gamma_mode={mode}: gamma is re-estimated every "
@@ -191,6 +191,21 @@ def _uniboost_engine(knobs: dict) -> EngineSettings:
                           guard_k=int(knobs["k"]) if full else 0, delta=knobs["delta"],
                           cost_aware=bool(knobs["cost_aware"]), reserve=knobs["reserve"],
                           refresh_s=knobs["refresh_s"])
+
+
+def check_mlfq(policy: str, knobs: dict) -> None:
+    if not knobs["q0"] > 0.0:
+        raise knob_error(policy, "q0", knobs["q0"], "must be > 0 (seconds of work)")
+    if not knobs["levels"] >= 1.0:
+        raise knob_error(policy, "levels", knobs["levels"], "must be >= 1")
+    for key in ("k", "starve_s"):
+        if knobs[key] < 0.0:
+            raise knob_error(policy, key, knobs[key], "must be >= 0 (0 = off)")
+
+
+def _mlfq_engine(knobs: dict) -> EngineSettings:
+    return EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY, reprioritize=True,
+                          guard_k=int(knobs["k"]), refresh_s=knobs["starve_s"] / 10)
 
 
 UNIBOOST_KNOBS = {**WORK, **GAMMA, "k": 256.0, "delta": 0.05, "variant": "full",
@@ -237,9 +252,14 @@ POLICIES: dict[str, PolicySpec] = {p.name: p for p in (
                engine=lambda k: EngineSettings(MODE_PREEMPTIVE, V_LOWEST_PRIORITY,
                                                reprioritize=True, guard_k=int(k["k"]))),
     PolicySpec("mlfq", dispatch.MLFQ, attained.__doc__, ("prompt", "tokens done", "arrival"),
-               params={**WORK, "q0": 0.05, "levels": 8.0},
+               params={**WORK, "q0": 0.05, "levels": 8.0, "k": 0.0, "starve_s": 0.0},
                knob_docs={**WORK_DOC, "q0": "quantum of the top level, s of work",
-                          "levels": "number of levels"}, engine=lambda k: PREEMPTIVE),
+                          "levels": "number of levels",
+                          "k": "minimum run after (re)dispatch, tokens, doubling (k, 2k, 4k...); "
+                               "0 = none (FastServe protection, off by default)",
+                          "starve_s": "a queued request not served for this long, s, is "
+                                      "promoted above every level; 0 = never (FastServe)"},
+               engine=_mlfq_engine, check=check_mlfq),
     PolicySpec("gamma-boost-oracle", dispatch.GAMMA_BOOST_ORACLE, uniboost.__doc__,
                ("arrival", "prompt", "true output", "online statistics"), "oracle",
                {**WORK, **GAMMA}, {**WORK_DOC, **GAMMA_DOC}, dict(GAMMA_CHOICES),
@@ -250,6 +270,10 @@ POLICIES: dict[str, PolicySpec] = {p.name: p for p in (
                params=dict(UNIBOOST_KNOBS), knob_docs=dict(UNIBOOST_DOCS),
                choices=dict(UNIBOOST_CHOICES), engine=_uniboost_engine, check=check_uniboost),
     PolicySpec("uniboost-dist", dispatch.UNIBOOST_DIST, uniboost.__doc__,
+               ("arrival", "prompt", "tokens generated", "online statistics"),
+               params=dict(UNIBOOST_KNOBS), knob_docs=dict(UNIBOOST_DOCS),
+               choices=dict(UNIBOOST_CHOICES), engine=_uniboost_engine, check=check_uniboost),
+    PolicySpec("gittins-tail", dispatch.GITTINS_TAIL, gittins.__doc__,
                ("arrival", "prompt", "tokens generated", "online statistics"),
                params=dict(UNIBOOST_KNOBS), knob_docs=dict(UNIBOOST_DOCS),
                choices=dict(UNIBOOST_CHOICES), engine=_uniboost_engine, check=check_uniboost),

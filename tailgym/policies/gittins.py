@@ -1,0 +1,109 @@
+"""``gittins-tail``: the Gittins form of prediction-free gamma-Boost (beyond the paper).
+
+Harlev, Yu and Scully (SIGMETRICS 2025) show that with unknown job sizes the tail-optimal
+policy in the light-tailed M/G/1 is a Gittins policy with a negative discount rate. In
+gamma-Boost terms a job of known size ``s`` gets the boost ``b = (1/gamma) ln(1 + 1/(gamma r))``
+with ``r = (exp(gamma s) - 1) / gamma``; with unknown sizes, ``r`` becomes the job's Gittins
+rank at its attained service ``d``: the best, over service quanta ``b > d``, of
+
+    r(d, b) = E[(exp(gamma (min(S, b) - d)) - 1) / gamma | S > d] / P(S <= b | S > d)
+
+(the expected discounted cost of serving it up to ``b`` per unit chance of finishing). Taking
+only ``b = infinity`` gives ``uniboost-dist`` (spec 3.4); the other quanta let a request whose
+attained service says "probably in the short mode of a bimodal law" keep a large boost until
+it passes that mode, after which it competes by arrival time. The boost stays bounded for every
+request that has left the first grid point, so old requests still win eventually.
+
+This is our reading of the construction, with decode work ``alpha_d`` per token on the
+MemGuard grid d, b in {0, k, 2k, 4k, ...} and the empirical law of recent completions' output
+lengths; a request still in prefill adds its remaining prompt work deterministically. Until
+``MIN_TABLE_SAMPLES`` completions outlive a grid point it falls back to ``uniboost``. Knobs
+and engine settings are uniboost's (``full`` variant: preemptive, MemGuard guard, hysteresis).
+Signals: arrival time, prompt length and progress, tokens generated, completed requests'
+output lengths.
+"""
+import numpy as np
+from numba import njit
+
+from ..engine.layout import ARRIVAL, COMPUTED, GENERATED, PROMPT
+from . import online
+from .boost import MAX_BOOST
+from .uniboost import (ALPHA_D, ALPHA_P, K, MIN_TABLE_SAMPLES, grid_index, grid_tokens,
+                       uniboost_priority)
+
+
+@njit(cache=True)
+def _log_mean_exp_capped(scale, sizes, d, b):
+    """``ln mean exp(scale (min(S, b) - d))`` over ``sizes`` (all > d)."""
+    top = scale * (min(sizes.max(), b) - d)
+    acc = 0.0
+    for s in sizes:
+        acc += np.exp(scale * (min(s, b) - d) - top)
+    return top + np.log(acc / sizes.size)
+
+
+@njit(cache=True)
+def build_quanta(params, pstate):
+    """Fill the quantum tables on the grid from recent completions; nan where the grid point
+    has too few samples or the quantum ``b_j`` reaches past every sample (then it equals the
+    no-quantum case, uniboost-dist's ``ln M``, which ``uniboost.build_table`` fills)."""
+    gamma = pstate[online.G_GAMMA]
+    decodes = online.ring(pstate, online.DECODES, int(pstate[online.G_N_DONE]))
+    scale = gamma * params[ALPHA_D]
+    n = online.GRID
+    pstate[online.QUANTUM_LN_E:online.QUANTUM_P + n * n] = np.nan
+    for g in range(n):
+        d = grid_tokens(g, params[K])
+        longer = decodes[decodes > d]
+        if longer.size < MIN_TABLE_SAMPLES:
+            continue
+        top = longer.max()
+        for j in range(g + 1, n):
+            b = grid_tokens(j, params[K])
+            if b >= top:
+                break
+            at = g * n + j
+            pstate[online.QUANTUM_LN_E + at] = _log_mean_exp_capped(scale, longer, d, b)
+            pstate[online.QUANTUM_P + at] = np.mean(longer <= b)
+
+
+@njit(cache=True, inline="always")
+def gittins_priority(params, pstate, rf, ri, i):
+    """``arrival - (1/gamma) ln(1 + 1/(gamma r))`` with ``r`` the best rank over quanta."""
+    if pstate[online.G_TABLE_READY] == 0.0:
+        return uniboost_priority(params, pstate, rf, ri, i)
+    gamma = pstate[online.G_GAMMA]
+    if gamma <= 0.0:
+        return rf[i, ARRIVAL]
+    generated = ri[i, GENERATED]
+    n = online.GRID
+    g = grid_index(generated, params[K], n)
+    while pstate[online.TABLE + g] != pstate[online.TABLE + g]:  # nan: too few samples
+        g -= 1
+    prompt_left = max(ri[i, PROMPT] - ri[i, COMPUTED], 0) if generated == 0 else 0
+    fixed = gamma * params[ALPHA_P] * prompt_left
+    # 1 / (gamma r) = P(done by b) / (E[exp(...)] - 1): the best quantum maximises it
+    cost = np.expm1(fixed + pstate[online.TABLE + g])
+    if cost <= 0.0:
+        return rf[i, ARRIVAL] - MAX_BOOST
+    best = 1.0 / cost
+    for j in range(g + 1, n):
+        ln_e = pstate[online.QUANTUM_LN_E + g * n + j]
+        if ln_e != ln_e:
+            break
+        cost = np.expm1(fixed + ln_e)
+        if cost <= 0.0:
+            return rf[i, ARRIVAL] - MAX_BOOST
+        best = max(best, pstate[online.QUANTUM_P + g * n + j] / cost)
+    return rf[i, ARRIVAL] - np.log1p(best) / gamma
+
+
+@njit(cache=True, inline="always")
+def gittins_next_change(params, ri, i):
+    """Generated tokens before which the priority cannot change: the next grid point once
+    decoding (0 during prefill, whose remaining work counts)."""
+    generated = ri[i, GENERATED]
+    if generated == 0 or params[K] <= 0.0:
+        return 0
+    return int(np.ceil(grid_tokens(grid_index(generated, params[K], online.GRID) + 1,
+                                   params[K])))
