@@ -1,6 +1,7 @@
 """Engine bugs found by the mutation work's tests (since fixed), each as its smallest
 reproducer asserting the correct behaviour: LAS under KV pressure, where two requests mid-prefill
-evicted each other forever (the preemptive scheduler now reserves whole prompts at admission),
+evicted each other forever (the preemptive scheduler now reserves whole prompts at admission,
+and LAS counts prefill dropped by a preemption as attained),
 and a swapped-out request needing every block but the watermark's, never swapped back into an
 idle engine (the watermark now counts only while something runs, as for admissions). (vLLM 0.33
 features off, as in ``engine_helpers``.)"""
@@ -30,6 +31,19 @@ def test_pure_las_three_tiny_prompts_finish():
                                  max_num_batched_tokens=2, max_num_seqs=2, usable_blocks=3,
                                  block_size=1, long_prefill_token_threshold=1, max_steps=500)
     assert (state.ri[:, L.STATUS] == L.ST_FINISHED).all(), f"{len(log)} steps, unfinished"
+
+
+def test_pure_las_counts_prefill_dropped_by_a_preemption_as_attained():
+    """The fuzz's case after the gittins-tail entry moved its draws: prompts 5 and 4 (with
+    three 1-token ones) in 6 one-token blocks, budget 2, 1-token chunks. Each eviction reset the
+    victim's attained prefill to 0, so it evicted the other at once: 499 preemptions each in
+    2,000 steps. Counting the dropped prefill as served, it finishes in 14 steps."""
+    state, log = simulate_arrays([0.0] * 5, [1, 1, 1, 5, 4], [1, 1, 1, 2, 1], COEF, "las",
+                                 {"k": 0}, max_num_batched_tokens=2, max_num_seqs=2,
+                                 usable_blocks=6, block_size=1, long_prefill_token_threshold=1,
+                                 max_steps=500)
+    assert (state.ri[:, L.STATUS] == L.ST_FINISHED).all(), f"{len(log)} steps, unfinished"
+    assert state.ri[:, L.N_PREEMPT].sum() <= 4
 
 
 def test_fcfs_swapped_request_is_swapped_back_into_an_idle_engine():

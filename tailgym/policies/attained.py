@@ -1,6 +1,8 @@
 """Policies that favour requests with little attained service: LAS and skip-join MLFQ.
 
-Attained work = ``alpha_p * prompt tokens prefilled + alpha_d * tokens generated`` (seconds).
+Attained work = ``alpha_p * prompt tokens prefilled + alpha_d * tokens generated`` (seconds);
+prefill dropped by a recompute preemption still counts as attained (it was served), so two
+partly prefilled requests cannot keep evicting each other.
 
 * ``las``: least attained service first (preemptive); ties by arrival. Its knob ``k`` protects
   a (re)dispatched request from eviction for k, 2k, 4k... tokens (the engine's MemGuard
@@ -19,7 +21,8 @@ Signals: prompt length, tokens prefilled and generated, arrival time.
 import numpy as np
 from numba import njit
 
-from ..engine.layout import ARRIVAL, COMPUTED, GENERATED, LAST_TOKEN, PROMPT, ST_RUNNING, STATUS
+from ..engine.layout import (ARRIVAL, COMPUTED, GENERATED, LAST_TOKEN, PROMPT, RECOMPUTED_TOKENS,
+                             ST_RUNNING, STATUS)
 
 ALPHA_P, ALPHA_D, Q0, LEVELS, MLFQ_K, STARVE_S = 0, 1, 2, 3, 4, 5
 PROMOTED = -1.0  # above level 0
@@ -28,7 +31,8 @@ PROMOTED = -1.0  # above level 0
 @njit(cache=True, inline="always")
 def las_priority(params, ri, i):
     generated = ri[i, GENERATED]
-    prefilled = ri[i, PROMPT] if generated > 0 else ri[i, COMPUTED]
+    served = ri[i, COMPUTED] + ri[i, RECOMPUTED_TOKENS]
+    prefilled = ri[i, PROMPT] if generated > 0 else min(served, ri[i, PROMPT])
     return params[ALPHA_P] * prefilled + params[ALPHA_D] * generated
 
 
