@@ -24,7 +24,7 @@ input-driven baseline. CleanRL style: one file, read it top to bottom.
 * **Curriculum** over episode length (requests per window, ``--n-start`` growing linearly to
   ``--n-end`` over the first half of the run) and an entropy bonus annealed linearly from
   ``--ent-start`` to 0.
-* **Warm start**: ``--bc-episodes`` episodes of the env's ``heuristic_action()`` (FCFS) fit
+* **Warm start**: ``--init`` continues a checkpoint; otherwise ``--bc-episodes`` episodes of the env's ``heuristic_action()`` (FCFS) fit
   by cross-entropy first, so PPO starts near FCFS instead of from a random order.
 
 Training windows: ``baselines.common.SPLITS`` (never overlapping the held-out ones), every
@@ -70,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clip", type=float, default=0.2)
     p.add_argument("--ent-start", type=float, default=0.01)
     p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--init", type=Path, help="start from this checkpoint (no warm start)")
     p.add_argument("--bc-episodes", type=int, default=12)
     p.add_argument("--bc-epochs", type=int, default=30)
     p.add_argument("--max-minutes", type=float, default=14.0, help="stop after this wall time")
@@ -255,14 +256,20 @@ def main(argv=None) -> Path:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = Scorer(args.hidden)
+    model = load(args.init).train() if args.init else Scorer(args.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = time.perf_counter()
-    bc_acc = warm_start(model, args, rng, opt)
-    print(f"warm start: {args.bc_episodes} heuristic episodes, accuracy {bc_acc:.3f}", flush=True)
+    # a continued run's JSON carries on its predecessor's: stages, wall time, curve
+    prev = (json.loads(args.init.with_suffix(".json").read_text()) if args.init else
+            {"stages": [], "wall_s": 0.0, "curve": [], "bc_accuracy": None})
+    bc_acc = prev["bc_accuracy"]
+    if not args.init:
+        bc_acc = warm_start(model, args, rng, opt)
+        print(f"warm start: {args.bc_episodes} heuristic episodes, accuracy {bc_acc:.3f}",
+              flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)  # fresh moments for PPO
     names = args.workloads.split(",")
-    curve = []
+    curve = prev["curve"]
     for it in range(args.iterations):
         if time.perf_counter() - start > 60 * args.max_minutes:
             break
@@ -288,19 +295,19 @@ def main(argv=None) -> Path:
         stats = ppo_update(model, opt, picks, np.concatenate(adv), ent_coef, args, rng) \
             if picks else {}
         rel = np.mean(rel, axis=0)
-        curve.append({"iteration": it, "n": n, "decisions": len(picks),
-                      "wall_s": round(time.perf_counter() - start, 1),
+        curve.append({"iteration": len(curve), "n": n, "decisions": len(picks),
+                      "wall_s": round(prev["wall_s"] + time.perf_counter() - start, 1),
                       "ttlt_mean_vs_fcfs": float(rel[0]), "ttlt_p99_vs_fcfs": float(rel[1]),
                       **{k: float(v) for k, v in stats.items()}})
         print(f"it {it:4d} n={n} decisions={len(picks):5d} mean {100 * rel[0]:+6.1f}% "
               f"p99 {100 * rel[1]:+6.1f}% vs fcfs  ent {stats.get('entropy', 0):.3f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "hidden": args.hidden,
+    torch.save({"state_dict": model.state_dict(), "hidden": model.net[0].out_features,
                 "slots": args.slots}, args.out)
-    meta = {"env_id": ENV_ID, "args": {k: str(v) if isinstance(v, Path) else v
-                                       for k, v in vars(args).items()},
-            "bc_accuracy": bc_acc, "wall_s": round(time.perf_counter() - start, 1),
-            "curve": curve}
+    stage = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    meta = {"env_id": ENV_ID, "args": stage, "stages": prev["stages"] + [stage],
+            "bc_accuracy": bc_acc,
+            "wall_s": round(prev["wall_s"] + time.perf_counter() - start, 1), "curve": curve}
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"wrote {args.out} ({meta['wall_s']:.0f} s)")
     return args.out

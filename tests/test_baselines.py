@@ -86,6 +86,17 @@ def test_scoring_training_is_deterministic(tmp_path, checkpoints):
     assert all(torch.equal(again[k], first[k]) for k in first)
 
 
+def test_scoring_training_continues_a_checkpoint(tmp_path, checkpoints):
+    first = checkpoints / "ppo_scoring.pt"
+    ppo_scoring.main(TINY_SCORING[:1] + ["1"] + TINY_SCORING[2:]
+                     + ["--init", str(first), "--out", str(tmp_path / "more.pt")])
+    before, after = (json.loads(p.with_suffix(".json").read_text())
+                     for p in (first, tmp_path / "more.pt"))
+    assert after["curve"][:2] == before["curve"] and after["curve"][2]["iteration"] == 2
+    assert len(after["stages"]) == 2 and after["stages"][1]["init"] == str(first)
+    assert after["bc_accuracy"] == before["bc_accuracy"] and after["wall_s"] > before["wall_s"]
+
+
 def test_scorer_is_permutation_equivariant_and_masks_illegal_slots():
     torch.manual_seed(0)
     model = ppo_scoring.Scorer(8)
