@@ -302,11 +302,12 @@ def plot_learning_curves(checkpoints: Path, refs: dict, path: Path) -> None:
                 label=f"{key.split('_')[1]} TTLT (running mean of {k})")
     ax.axhline(0, color="C3", ls="--", lw=1, label="fcfs")
     ax.set_title(SCORING + " (training: sampled actions)", fontsize=8)
-    ax.set_xlabel("iteration (requests per window grow over the first half)")
+    ax.set_xlabel("PPO iteration (all stages of the run, see ppo_scoring.json)")
     ax.set_ylabel("training episodes vs FCFS, same inputs (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    axes[-1].set_visible(len(AGENTS) + 1 < len(axes))
+    for unused in axes[len(AGENTS) + 1:]:
+        unused.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
