@@ -11,10 +11,14 @@ policies tie): Llama-3-8B on an H100-80GB (roofline step times), a KV cache cut 
   training split); each training episode draws a fresh arrival seed;
 * evaluation: ``EVAL_STARTS`` x ``EVAL_SEEDS``, windows inside the last 30% of the trace
   (never seen by the agents nor by ``baselines.length_predictor``).
+
+``SPLITS`` extends this to azure-code and servegen-r1 (the evaluation of
+``baselines.evaluate`` and the scoring agent's training windows).
 """
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -36,9 +40,37 @@ ENV_KWARGS = {"tailgym/Serve-v0": {"reward_scale": 0.01},
               "tailgym/ServePriority-v0": {"interval_s": 1.0, "reward_scale": 0.02}}
 
 
-def eval_workload(start: int) -> str:
-    """The evaluation window of ``WINDOW`` requests from request ``start``."""
-    return f"azure-conv:start={start},n={WINDOW},arrival=gamma,cv=2"
+@dataclass(frozen=True)
+class Split:
+    """A workload's windows: ``spec`` with ``{start}`` and ``{n}``; training windows start in
+    ``train`` = [lo, hi) (so a ``WINDOW``-request one ends before every held-out window
+    begins), held-out ones at ``eval_starts``; the KV cache (blocks) it is served with."""
+
+    spec: str
+    train: tuple[float, float]
+    eval_starts: tuple
+    kv_blocks: int = KV_BLOCKS
+
+    def window(self, start, n: int = WINDOW) -> str:
+        return self.spec.format(start=start, n=n)
+
+    def train_start(self, rng):
+        """A training window start drawn from ``rng``."""
+        lo, hi = self.train
+        return int(rng.integers(lo, hi)) if isinstance(lo, int) else round(rng.uniform(lo, hi), 3)
+
+
+# Azure traces: the first 70% of the requests train (as the length predictor's split), windows
+# of the last 30% are held out. servegen-r1 (reasoning, outputs up to ~20k tokens, hence the
+# larger KV cache): training windows in hour 1-2 of the data's day, held-out ones in 12-17.
+SPLITS = {
+    "azure-conv": Split("azure-conv:start={start},n={n},arrival=gamma,cv=2",
+                        (0, 13_556 - WINDOW), EVAL_STARTS),
+    "azure-code": Split("azure-code:start={start},n={n},arrival=gamma,cv=2",
+                        (0, 6_173 - WINDOW), (6300, 6800, 7300, 7800, 8300)),
+    "servegen-r1": Split("servegen-r1:start_h={start},hours=0.05,n={n},arrival=gamma,cv=2",
+                         (1.0, 1.95), (12.0, 13.0, 14.0, 15.0, 16.0), kv_blocks=5000),
+}
 
 
 def env_kwargs(env_id: str, workload: str, overrides: dict | None = None) -> dict:

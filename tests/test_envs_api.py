@@ -85,3 +85,52 @@ def test_maskable_ppo_smoke_training_on_serve(vec_env_cls):
         assert masks[np.arange(2), actions].all()  # never an illegal action
     finally:
         venv.close()
+
+
+# reward -> the episode cost it sums to, from the finished requests' TTLTs T
+OBJECTIVES = {"response": lambda T, slo, theta: T.sum(),
+              "exp-tail": lambda T, slo, theta: np.expm1(theta * T).sum(),
+              "slo-excess": lambda T, slo, theta: np.maximum(T - slo, 0.0).sum(),
+              "tail": lambda T, slo, theta: float((T > slo).sum())}
+TAIL_ENVS = ("tailgym/Serve-v0", "tailgym/ServeGamma-v0", "tailgym/ServePriority-v0")
+
+
+@pytest.mark.parametrize("reward", sorted(OBJECTIVES))
+@pytest.mark.parametrize("env_id", TAIL_ENVS)
+def test_episode_return_is_minus_the_stated_objective(env_id, reward):
+    """Random legal actions on a loaded engine: the undiscounted return is minus
+    ``reward_scale`` x the reward's objective over the requests' TTLTs."""
+    slo, theta, scale = 3.0, 0.15, 0.5
+    env = gymnasium.make(env_id, **{**KWARGS[env_id], "rate": 12.0, "kv_blocks": 600},
+                         reward=reward, slo_s=slo, theta=theta, reward_scale=scale).unwrapped
+    env.action_space.seed(4)
+    _, info = env.reset(seed=4)
+    total, done = 0.0, False
+    while not done:
+        mask = info.get("action_mask")
+        action = env.action_space.sample(mask=mask) if mask is not None else \
+            env.action_space.sample()
+        _, reward_, terminated, truncated, info = env.step(action)
+        total += reward_
+        done = terminated or truncated
+    r = env.report().requests
+    assert terminated and r["finished"].all()
+    T = r["completion"] - r["arrival"]
+    objective = OBJECTIVES[reward](T, slo, theta)
+    assert objective > 0 and T.max() > slo  # the tail terms are not trivially zero
+    assert total == pytest.approx(-scale * objective, rel=1e-9)
+
+
+@pytest.mark.parametrize("env_id", TAIL_ENVS)
+@pytest.mark.parametrize("kwargs, match", [
+    ({"reward": "p99"}, "reward must be one of response, exp-tail, slo-excess, tail"),
+    ({"reward": "exp-tail", "theta": 0.0}, "theta"), ({"theta": float("inf")}, "theta"),
+    ({"reward": "slo-excess", "slo_s": -1.0}, "slo_s")])
+def test_bad_reward_options_fail_clearly(env_id, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gymnasium.make(env_id, **KWARGS[env_id], **kwargs)
+
+
+def test_integral_is_the_old_name_of_the_response_reward():
+    env = gymnasium.make("tailgym/Serve-v0", **KWARGS["tailgym/Serve-v0"], reward="integral")
+    assert env.unwrapped.reward == "response"

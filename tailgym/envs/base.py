@@ -18,13 +18,16 @@ from ..sim import (POLICY_STREAM, apply_rate, build_engine, new_state,
                    request_table)
 from ..workload import load_workload
 
-REWARDS = ("integral", "tail")
+# reward name -> the ``_interval`` entry it is minus (times ``reward_scale``)
+REWARDS = {"response": "in_system_s", "exp-tail": "exp_tail", "slo-excess": "slo_excess",
+           "tail": "slo_violations"}
+REWARD_ALIASES = {"integral": "response"}  # the name ``response`` had before the tail rewards
 LOG_HIGH = np.log1p(np.finfo(np.float32).max)  # float32 bound of the log1p features
 STATUS_NAMES = {L.ST_FUTURE: "arrived", L.ST_WAITING: "waiting", L.ST_RUNNING: "running",
                 L.ST_SWAPPED: "swapped"}
 
 
-IV_IN_SYSTEM, IV_FINISHED, IV_MISSES, IV_LO, IV_QUANTILES = range(5)
+IV_IN_SYSTEM, IV_EXP, IV_EXCESS, IV_FINISHED, IV_MISSES, IV_LO, IV_QUANTILES = range(7)
 QUANTILES = (0.5, 0.9, 0.99)
 IV_COLS = IV_QUANTILES + 2 * len(QUANTILES)
 
@@ -46,13 +49,16 @@ def _quantiles(x, out, at):
 
 
 @njit(cache=True)
-def interval_stats(rf, ri, lo, k, t0, t1, slo, buf, out):
+def interval_stats(rf, ri, lo, k, t0, t1, slo, theta, buf, out):
     """Scan requests ``lo..k-1`` (arrived by ``t1``) for the interval ``[t0, t1]``: into
-    ``out`` (``IV_*``) the request-seconds spent in the system (rejected ones excluded),
+    ``out`` (``IV_*``) the request-seconds spent in the system (rejected ones excluded), the
+    integral over them of ``theta exp(theta age)`` and the seconds spent older than ``slo``,
     requests finished in it and their SLO misses, the first request still open (or ``k``),
     and the TTLT and TTFT quantiles of the finished; ``buf`` rows 0-2 get their TTLT, TTFT
     and output tokens."""
     in_system = 0.0
+    exp_tail = 0.0
+    excess = 0.0
     n = 0
     misses = 0
     first_open = -1
@@ -62,9 +68,14 @@ def interval_stats(rf, ri, lo, k, t0, t1, slo, buf, out):
             continue
         arrival, done = rf[i, ARRIVAL], rf[i, DONE]
         end = t1 if done != done else min(done, t1)  # nan: still in the system
-        overlap = end - max(arrival, t0)
-        if overlap > 0:
-            in_system += overlap
+        start = max(arrival, t0)
+        if end > start:
+            in_system += end - start
+            # exp(theta (end - arrival)) - exp(theta (start - arrival)), without cancellation
+            exp_tail += np.exp(theta * (start - arrival)) * np.expm1(theta * (end - start))
+            late = end - max(arrival + slo, start)
+            if late > 0:
+                excess += late
         if status != ST_FINISHED:
             if first_open < 0:
                 first_open = i
@@ -75,6 +86,8 @@ def interval_stats(rf, ri, lo, k, t0, t1, slo, buf, out):
             misses += buf[0, n] > slo
             n += 1
     out[IV_IN_SYSTEM] = in_system
+    out[IV_EXP] = exp_tail
+    out[IV_EXCESS] = excess
     out[IV_FINISHED] = n
     out[IV_MISSES] = misses
     out[IV_LO] = first_open if first_open >= 0 else k
@@ -92,10 +105,20 @@ class ServingEnv(gym.Env):
     a rate once, on the seed-0 draw, so every episode has the same mean rate. ``on_unfit`` as
     in ``simulate`` (default ``reject``: requests that never fit the KV cache are left out).
 
-    Rewards (times ``reward_scale``): ``integral`` is minus the request-seconds spent in the
-    system since the last step (the integral of the number of arrived, unfinished requests), so
-    an episode's return is minus the total TTLT; ``tail`` is minus the number of requests that
-    finished since the last step with a TTLT above ``slo_s``. ``reset(seed=s)`` draws the
+    Rewards (``reward``; each step's is minus its cost since the last step, times
+    ``reward_scale``; sums over a finished episode, T = each request's TTLT):
+
+    * ``response`` (default; ``integral`` is its old name): the request-seconds spent in the
+      system (the integral of the number of arrived, unfinished requests): sums to sum T;
+    * ``exp-tail``: the integral of ``theta`` x sum over the requests in the system of
+      exp(``theta`` x age): sums to sum (exp(``theta`` T) - 1), a tail-weighted cost
+      (``theta`` in 1/s, default 0.1; choose it below the TTLT tail's decay rate, or the sum
+      is dominated by one request and may overflow);
+    * ``slo-excess``: the seconds requests spent in the system older than ``slo_s``: sums to
+      sum max(T - ``slo_s``, 0);
+    * ``tail``: the number of requests finishing with T above ``slo_s``.
+
+    Rejected requests count in none. ``reset(seed=s)`` draws the
     workload (and a policy's pre-drawn numbers) with seed ``s``, exactly as
     ``tailgym.simulate(..., seed=s)``; an episode terminates when every request has finished
     (or was rejected) and is truncated once ``horizon_s`` of simulated time has passed. The
@@ -109,13 +132,14 @@ class ServingEnv(gym.Env):
                  kv_blocks: int | None, max_num_batched_tokens: int | None,
                  max_num_seqs: int | None, preemption_mode: str, reward: str,
                  reward_scale: float, slo_s: float, horizon_s: float | None, on_unfit: str,
-                 render_mode: str | None):
+                 render_mode: str | None, theta: float = 0.1):
         if not isinstance(workload, str):
             raise TypeError(f"workload must be a spec string (JSON-serialisable), "
                             f"got {type(workload).__name__}")
+        reward = REWARD_ALIASES.get(reward, reward)
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
-        for name, value in (("slo_s", slo_s), ("horizon_s", horizon_s)):
+        for name, value in (("slo_s", slo_s), ("horizon_s", horizon_s), ("theta", theta)):
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value}")
         if not np.isfinite(reward_scale):
@@ -124,7 +148,7 @@ class ServingEnv(gym.Env):
             raise ValueError(f"render_mode must be None or one of "
                              f"{', '.join(self.metadata['render_modes'])}, got {render_mode!r}")
         self.workload, self.model, self.gpu = workload, getattr(model, "name", model), gpu
-        self.horizon_s, self.slo_s = horizon_s, float(slo_s)
+        self.horizon_s, self.slo_s, self.theta = horizon_s, float(slo_s), float(theta)
         self.reward, self.reward_scale, self.render_mode = reward, float(reward_scale), render_mode
         self._on_unfit = on_unfit
         self._config, steps = build_engine(
@@ -194,7 +218,8 @@ class ServingEnv(gym.Env):
                 **self._rate_info}
 
     def _interval(self, t0: float) -> dict:
-        """What happened from ``t0`` to now: request-seconds spent in the system, P50/P90/P99
+        """What happened from ``t0`` to now: request-seconds spent in the system (and the
+        ``exp-tail`` and ``slo-excess`` penalties, see ``interval_stats``), P50/P90/P99
         of the TTLT and TTFT of the requests that finished (``quantiles``, zeros if none), their
         output tokens, how many finished and missed ``slo_s``, arrivals, and the age of the
         oldest request still in the system."""
@@ -202,14 +227,19 @@ class ServingEnv(gym.Env):
         t1 = float(st.t[L.T_NOW])
         k = int(np.searchsorted(st.rf[:, L.ARRIVAL], t1, side="right"))
         buf, out = self._iv_buf, self._iv_out
-        interval_stats(st.rf, st.ri, self._lo, k, t0, t1, self.slo_s, buf, out)
+        interval_stats(st.rf, st.ri, self._lo, k, t0, t1, self.slo_s, self.theta, buf, out)
         done = int(out[IV_FINISHED])
         self._lo = int(out[IV_LO])
         arrivals, self._arrived = k - self._arrived, k
-        return {"in_system_s": float(out[IV_IN_SYSTEM]), "completions": done,
+        return {"in_system_s": float(out[IV_IN_SYSTEM]), "exp_tail": float(out[IV_EXP]),
+                "slo_excess": float(out[IV_EXCESS]), "completions": done,
                 "slo_violations": int(out[IV_MISSES]), "quantiles": out[IV_QUANTILES:].copy(),
                 "outputs": buf[2, :done].copy(), "arrivals": arrivals,
                 "oldest_age": t1 - st.rf[self._lo, L.ARRIVAL] if self._lo < k else 0.0}
+
+    def _penalty(self, interval: dict) -> float:
+        """The step's cost under ``reward`` (unscaled) from an ``_interval`` result."""
+        return float(interval[REWARDS[self.reward]])
 
     def _record(self) -> None:
         """Append the queue counts and KV use of this moment to the render history."""

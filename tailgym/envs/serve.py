@@ -42,7 +42,8 @@ batch before it ends.
 ``heuristic_action()`` is the ``order`` policy's own choice; always taking it reproduces
 ``tailgym.simulate(..., policy=order)`` bit for bit for the policies that use vLLM's
 scheduler (``fcfs``, ``sjf-oracle``, ``ltr``, ``gamma-boost-oracle``, ``uniboost`` with
-``variant=distboost``). Rewards, episodes and engine kwargs as ``ServingEnv``; one step is
+``variant=distboost``). Rewards (``response``, ``exp-tail``, ``slo-excess``, ``tail``),
+episodes and engine kwargs as ``ServingEnv``; one step is
 one decision, so a step's reward covers the engine steps run since the previous decision
 (``info["elapsed_s"]`` simulated seconds; 0 between decisions of the same engine step).
 Mind the discount: with one below 1 an agent defers its costs by taking more decisions per
@@ -80,8 +81,9 @@ class ServeEnv(ServingEnv):
                  kv_blocks: int | None = None, max_num_batched_tokens: int | None = None,
                  max_num_seqs: int | None = None, preemption_mode: str = "recompute",
                  slots: int = 16, order: str = "fcfs", policy_args: dict | None = None,
-                 reward: str = "integral", reward_scale: float = 1.0, slo_s: float = 10.0,
-                 horizon_s: float | None = None, on_unfit: str = "reject",
+                 reward: str = "response", reward_scale: float = 1.0, slo_s: float = 10.0,
+                 theta: float = 0.1, horizon_s: float | None = None,
+                 on_unfit: str = "reject",
                  illegal_action: str = "fallback", work_conserving: bool = False,
                  render_mode: str | None = None):
         self._init_slot_view(slots)
@@ -91,7 +93,8 @@ class ServeEnv(ServingEnv):
         self.illegal_action, self.work_conserving = illegal_action, bool(work_conserving)
         super().__init__(workload, model, gpu, profile, load, rate, rate_scale, kv_blocks,
                          max_num_batched_tokens, max_num_seqs, preemption_mode, reward,
-                         reward_scale, slo_s, horizon_s, on_unfit, render_mode)
+                         reward_scale, slo_s, horizon_s, on_unfit, render_mode,
+                         theta)
         self._set_policy(order, policy_args)
         self._cfg_i, self._cfg_f = self._config.arrays(self._spec, self._params)
         self.action_space = spaces.Discrete(slots + 1)
@@ -135,7 +138,12 @@ class ServeEnv(ServingEnv):
         self._advance(a)
         self._wall += time.perf_counter() - start
         df = self._df
-        penalty = df[D.DF_AREA] if self.reward == "integral" else df[D.DF_MISSES]
+        if self.reward == "response":  # the engine's own books (exact, and cheaper)
+            penalty = df[D.DF_AREA]
+        elif self.reward == "tail":
+            penalty = df[D.DF_MISSES]
+        else:
+            penalty = self._penalty(self._interval(t0))
         df[D.DF_AREA] = df[D.DF_MISSES] = 0.0
         terminated = self._status == D.ADV_DONE
         truncated = self._status == D.ADV_STOP

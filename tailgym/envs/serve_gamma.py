@@ -26,10 +26,12 @@ the age (s) of the oldest request in the system (the ``log1p`` features are boun
 ``log1p`` of the float32 maximum, about 88.7). ``knobs``: the current gamma, k and delta
 in action coordinates. Nothing reveals the output length of an unfinished request.
 
-**Reward** (times ``reward_scale``): ``integral``: minus the request-seconds spent in the
-system during the interval (the integral of the number of arrived, unfinished requests), so an
-episode's return is minus the total TTLT; ``tail``: minus the number of requests finishing in
-the interval with TTLT above ``slo_s``.
+**Reward** (times ``reward_scale``): minus the interval's cost under ``reward`` (see
+``ServingEnv``): ``response`` (default) the request-seconds spent in the system (an episode's
+return is minus the total TTLT), ``exp-tail`` the integral of ``theta`` x sum of
+exp(``theta`` x age) over the requests in the system (sums to sum (exp(``theta`` TTLT) - 1)),
+``slo-excess`` the seconds requests spent older than ``slo_s`` (sums to sum (TTLT -
+``slo_s``)+), ``tail`` the requests finishing in the interval with TTLT above ``slo_s``.
 
 **Episode**: ``reset(seed=s)`` draws the workload with seed ``s`` (synthetic specs, arrival
 redraws; ``info["workload_seed"]``), so the episode equals
@@ -91,8 +93,9 @@ class ServeGammaEnv(ServingEnv):
                  kv_blocks: int | None = None, max_num_batched_tokens: int | None = None,
                  max_num_seqs: int | None = None, preemption_mode: str = "recompute",
                  policy_args: dict | None = None, interval_s: float = 5.0, tune: str = "gamma",
-                 reward: str = "integral", reward_scale: float = 1.0, slo_s: float = 10.0,
-                 horizon_s: float | None = None, on_unfit: str = "reject",
+                 reward: str = "response", reward_scale: float = 1.0, slo_s: float = 10.0,
+                 theta: float = 0.1, horizon_s: float | None = None,
+                 on_unfit: str = "reject",
                  render_mode: str | None = None):
         self.tune = tuple(name.strip() for name in tune.split(","))
         if not self.tune or len(set(self.tune)) != len(self.tune) or set(self.tune) - set(KNOBS):
@@ -106,7 +109,8 @@ class ServeGammaEnv(ServingEnv):
                              "(mode fixed)")
         super().__init__(workload, model, gpu, profile, load, rate, rate_scale, kv_blocks,
                          max_num_batched_tokens, max_num_seqs, preemption_mode, reward,
-                         reward_scale, slo_s, horizon_s, on_unfit, render_mode)
+                         reward_scale, slo_s, horizon_s, on_unfit, render_mode,
+                         theta)
         self.interval_s = float(interval_s)
         self._set_policy("uniboost", {**policy_args, "gamma_mode": "fixed"})
         self._base_params = self._params.copy()
@@ -145,7 +149,7 @@ class ServeGammaEnv(ServingEnv):
         obs, info = self._observe(t0)
         terminated = self._all_done()
         truncated = self._truncated(terminated)
-        penalty = info["in_system_s"] if self.reward == "integral" else info["slo_violations"]
+        penalty = self._penalty(info)
         if terminated or truncated:
             info["tailgym"] = self.report().summary()
         return obs, -self.reward_scale * float(penalty), terminated, truncated, info
@@ -181,7 +185,7 @@ class ServeGammaEnv(ServingEnv):
         obs = {"globals": values.astype(np.float32), "knobs": np.array(knobs, dtype=np.float32)}
         info = {"t": t1, "arrivals": iv["arrivals"], "completions": iv["completions"],
                 "preemptions": preemptions, "slo_violations": iv["slo_violations"],
-                "in_system_s": iv["in_system_s"],
+                **{key: iv[key] for key in ("in_system_s", "exp_tail", "slo_excess")},
                 **{name: float(self._params[KNOB_PARAM[name]]) for name in KNOBS}}
         return obs, info
 

@@ -13,7 +13,8 @@ All-equal scores therefore serve in arrival order.
 
 **Observation**: the same ``Dict`` as ``tailgym/Serve-v0`` (``slots``, ``slot_valid``,
 ``globals``; the decision-kind and budget features are 0), for the visible requests.
-Rewards, episodes and engine kwargs as ``ServingEnv``; a step's reward covers its interval.
+Rewards (``response``, ``exp-tail``, ``slo-excess``, ``tail``), episodes and engine kwargs as
+``ServingEnv``; a step's reward covers its interval.
 """
 import time
 
@@ -52,8 +53,9 @@ class ServePriorityEnv(ServingEnv):
                  kv_blocks: int | None = None, max_num_batched_tokens: int | None = None,
                  max_num_seqs: int | None = None, preemption_mode: str = "recompute",
                  slots: int = 16, interval_s: float = 1.0, guard_k: int = 0,
-                 delta: float = 0.0, reward: str = "integral", reward_scale: float = 1.0,
-                 slo_s: float = 10.0, horizon_s: float | None = None, on_unfit: str = "reject",
+                 delta: float = 0.0, reward: str = "response", reward_scale: float = 1.0,
+                 slo_s: float = 10.0, theta: float = 0.1, horizon_s: float | None = None,
+                 on_unfit: str = "reject",
                  render_mode: str | None = None):
         self._init_slot_view(slots)
         if not (np.isfinite(interval_s) and interval_s > 0):
@@ -62,7 +64,8 @@ class ServePriorityEnv(ServingEnv):
             raise ValueError(f"guard_k and delta must be >= 0, got {guard_k}, {delta}")
         super().__init__(workload, model, gpu, profile, load, rate, rate_scale, kv_blocks,
                          max_num_batched_tokens, max_num_seqs, preemption_mode, reward,
-                         reward_scale, slo_s, horizon_s, on_unfit, render_mode)
+                         reward_scale, slo_s, horizon_s, on_unfit, render_mode,
+                         theta)
         self._policy, self._spec = "external", EXTERNAL
         self._knobs = EXTERNAL.knobs({"k": guard_k, "delta": delta})
         self._params = EXTERNAL.param_array(self._knobs)
@@ -99,9 +102,10 @@ class ServePriorityEnv(ServingEnv):
             self._d[D.D_RECENT] += 1
         terminated = self._all_done()
         truncated = self._truncated(terminated)
-        penalty = iv["in_system_s"] if self.reward == "integral" else iv["slo_violations"]
+        penalty = self._penalty(iv)
         info = {"t": float(st.t[L.T_NOW]), "completions": iv["completions"],
-                "in_system_s": iv["in_system_s"], "slo_violations": iv["slo_violations"]}
+                "slo_violations": iv["slo_violations"],
+                **{key: iv[key] for key in ("in_system_s", "exp_tail", "slo_excess")}}
         if terminated or truncated:
             info["tailgym"] = self.report().summary()
         if self.render_mode is not None:

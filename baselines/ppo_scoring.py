@@ -1,0 +1,338 @@
+"""PPO for a per-request scoring policy on ``tailgym/Serve-v0`` (work-conserving), with the
+input-driven baseline. CleanRL style: one file, read it top to bottom.
+
+    python -m baselines.ppo_scoring [--iterations 200] [--reward exp-tail --theta 0.05]
+        [--inputs 4] [--rollouts 4] [--out baselines/checkpoints/ppo_scoring.pt]
+
+* **Policy** (Decima-style): one small MLP scores every candidate slot from its own features,
+  those features minus their mean over the legal candidates, and the global features, with the
+  same weights for every slot; a softmax over the legal candidates picks one. The policy is
+  permutation-equivariant and sees any number of candidates. With ``work_conserving=True``
+  the agent orders admissions and picks eviction victims; the no-op is forced (never legal
+  with a slot), and decisions with one legal action are taken without the network.
+* **Reward**: ``--reward`` of Serve-v0; ``exp-tail`` (default) with ``theta`` = ``--theta`` /
+  (FCFS's mean TTLT on the same input), so the tail weight is alike across workloads whose
+  TTLTs differ tenfold.
+* **Input-driven baseline** (Mao et al., ICLR 2019): each iteration draws ``--inputs``
+  arrival sequences (workload, training window, seed) and plays ``--rollouts`` episodes on
+  each. A decision's advantage is the mean cost-to-go of the *other* episodes on the same
+  input at the same simulated time (linear in time between their decisions) minus its own;
+  advantages are divided by their standard deviation per input, so workloads of different
+  scales weigh alike. No value network.
+* **PPO**: clipped ratio, ``--epochs`` passes over minibatches of the iteration's decisions,
+  undiscounted (one step is one decision, not a unit of time).
+* **Curriculum** over episode length (requests per window, ``--n-start`` growing linearly to
+  ``--n-end`` over the first half of the run) and an entropy bonus annealed linearly from
+  ``--ent-start`` to 0.
+* **Warm start**: ``--init`` continues a checkpoint; otherwise ``--bc-episodes`` episodes of the env's ``heuristic_action()`` (FCFS) fit
+  by cross-entropy first, so PPO starts near FCFS instead of from a random order.
+
+Training windows: ``baselines.common.SPLITS`` (never overlapping the held-out ones), every
+workload of ``--workloads`` in turn. Writes the checkpoint (``state_dict`` and feature
+normalisation) and a JSON of the run with its learning curve (per iteration, the training
+episodes' mean and P99 TTLT relative to FCFS on the same inputs).
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
+import tailgym
+from baselines.common import CHECKPOINTS, ENGINE, LOAD, SPLITS
+from tailgym.engine.decisions import GLOBAL_FEATURES, SLOT_FEATURES
+
+ENV_ID = "tailgym/Serve-v0"
+NF, NG = len(SLOT_FEATURES), len(GLOBAL_FEATURES)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workloads", default=",".join(SPLITS), help="comma-separated SPLITS keys")
+    p.add_argument("--reward", default="exp-tail", help="Serve-v0 reward option")
+    p.add_argument("--theta", type=float, default=0.5,
+                   help="exp-tail rate, in units of 1 / (FCFS's mean TTLT on the same input)")
+    p.add_argument("--slo-s", type=float, default=10.0, help="slo-excess threshold (s)")
+    p.add_argument("--slots", type=int, default=16)
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--inputs", type=int, default=4, help="arrival sequences per iteration")
+    p.add_argument("--rollouts", type=int, default=4, help="episodes per arrival sequence")
+    p.add_argument("--n-start", type=int, default=100, help="requests per window at first")
+    p.add_argument("--n-end", type=int, default=300, help="... from half-way on")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--minibatch", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--clip", type=float, default=0.2)
+    p.add_argument("--ent-start", type=float, default=0.01)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--init", type=Path, help="start from this checkpoint (no warm start)")
+    p.add_argument("--bc-episodes", type=int, default=12)
+    p.add_argument("--bc-epochs", type=int, default=30)
+    p.add_argument("--max-minutes", type=float, default=14.0, help="stop after this wall time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=CHECKPOINTS / "ppo_scoring.pt")
+    return p.parse_args(argv)
+
+
+class Scorer(nn.Module):
+    """Shared-weight candidate scorer; ``forward`` gives masked logits over the slots."""
+
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * NF + NG, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.register_buffer("mu", torch.zeros(2 * NF + NG))
+        self.register_buffer("sd", torch.ones(2 * NF + NG))
+
+    def features(self, slots, glob, legal):
+        """(B, K, 2 NF + NG): each candidate's features, minus their legal mean, globals."""
+        w = legal.unsqueeze(-1).float()
+        mean = (slots * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1.0)
+        return torch.cat([slots, slots - mean, glob.unsqueeze(1).expand(-1, slots.shape[1], -1)],
+                         -1)
+
+    def forward(self, slots, glob, legal):
+        x = (self.features(slots, glob, legal) - self.mu) / self.sd
+        return self.net(x).squeeze(-1).masked_fill(~legal, -torch.inf)
+
+
+def split_obs(obs, mask, slots: int):
+    """(slot features (K, NF), globals (NG,), legal slots (K,) bool) of an observation."""
+    legal = np.asarray(mask[:slots], dtype=bool)
+    if mask[slots] and legal.any():
+        raise RuntimeError("the no-op is legal beside a slot: use work_conserving=True")
+    return obs["slots"].reshape(slots, NF), obs["globals"], legal
+
+
+def make_env(workload: str, split, args, theta: float = 0.1) -> gym.Env:
+    return gym.make(ENV_ID, workload=workload, **ENGINE, load=LOAD, kv_blocks=split.kv_blocks,
+                    slots=args.slots, work_conserving=True, reward=args.reward,
+                    theta=theta, slo_s=args.slo_s).unwrapped
+
+
+def play(env, seed: int, choose):
+    """One episode from ``reset(seed=seed)``; ``choose(slots, glob, legal)`` picks a slot where
+    there is a choice (two or more legal). Returns the choices as (slot features, globals,
+    legal, action, log-prob, cost-to-go index), the decision times and cumulative costs (one
+    per step, from 0) and the episode's ``Report``."""
+    obs, info = env.reset(seed=seed)
+    t, cost = info["t"], 0.0
+    times, costs, picks = [t], [0.0], []
+    done = False
+    while not done:
+        mask = env.action_masks()
+        if mask.sum() > 1:
+            s, g, legal = split_obs(obs, mask, env.slots)
+            a, logp = choose(s, g, legal)
+            picks.append((s, g, legal, a, logp, len(times) - 1))
+        else:
+            a = int(np.flatnonzero(mask)[0])
+        obs, r, terminated, truncated, info = env.step(a)
+        t += info["elapsed_s"]
+        cost -= r
+        times.append(t)
+        costs.append(cost)
+        done = terminated or truncated
+    return picks, np.array(times), np.array(costs), env.report()
+
+
+def sampler(model, rng):
+    """Sample from the policy with ``rng`` (numpy: deterministic given the seed)."""
+    def choose(s, g, legal):
+        with torch.no_grad():
+            logits = model(torch.from_numpy(s)[None], torch.from_numpy(g)[None],
+                           torch.from_numpy(legal)[None])[0].double().numpy()
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        a = int(rng.choice(p.size, p=p))
+        return a, float(np.log(p[a]))
+    return choose
+
+
+def greedy(model):
+    """The policy's most likely legal slot (what evaluation plays)."""
+    def choose(s, g, legal):
+        with torch.no_grad():
+            logits = model(torch.from_numpy(s)[None], torch.from_numpy(g)[None],
+                           torch.from_numpy(legal)[None])[0]
+        return int(torch.argmax(logits)), 0.0
+    return choose
+
+
+def input_driven_advantages(episodes):
+    """Per episode on one input: for each choice, the mean over the other episodes of their
+    cost-to-go at its time, minus its own cost-to-go (positive = better than the others)."""
+    togo = [(times, costs[-1] - costs) for _, times, costs, _ in episodes]
+    out = []
+    for e, (picks, times, costs, _) in enumerate(episodes):
+        at = times[[p[5] for p in picks]]
+        own = costs[-1] - costs[[p[5] for p in picks]]
+        others = np.mean([np.interp(at, tt, cg) for f, (tt, cg) in enumerate(togo) if f != e],
+                         axis=0)
+        out.append(others - own)
+    adv = np.concatenate(out) if out else np.zeros(0)
+    return adv / (adv.std() + 1e-8)
+
+
+def stack(picks):
+    """Tensors of a list of choices."""
+    s, g, legal, a, logp, _ = zip(*picks)
+    return (torch.from_numpy(np.stack(s)), torch.from_numpy(np.stack(g)),
+            torch.from_numpy(np.stack(legal)), torch.tensor(a), torch.tensor(logp))
+
+
+def entropy(logits):
+    p = torch.softmax(logits, -1)
+    return -(p * torch.where(p > 0, torch.log_softmax(logits, -1), 0.0)).sum(-1)
+
+
+def warm_start(model, args, rng, opt) -> float:
+    """Fit the feature normalisation on heuristic (FCFS) episodes, then the scorer to the
+    heuristic's choices by cross-entropy; returns the final training accuracy."""
+    picks = []
+    names = args.workloads.split(",")
+    for i in range(args.bc_episodes):
+        split = SPLITS[names[i % len(names)]]
+        env = make_env(split.window(split.train_start(rng), args.n_end), split, args)
+        picks += play(env, int(rng.integers(2**31)),
+                      lambda s, g, legal: (env.heuristic_action(), 0.0))[0]
+        env.close()
+    if not picks:
+        return float("nan")
+    s, g, legal, a, _ = stack(picks)
+    x = model.features(s, g, legal)[legal]
+    model.mu.copy_(x.mean(0))
+    model.sd.copy_(x.std(0).clamp(min=1e-3))
+    for _ in range(args.bc_epochs):
+        for idx in torch.randperm(len(a), generator=torch.Generator().manual_seed(
+                int(rng.integers(2**31)))).split(args.minibatch):
+            loss = nn.functional.cross_entropy(model(s[idx], g[idx], legal[idx]), a[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return float((model(s, g, legal).argmax(-1) == a).float().mean())
+
+
+def ppo_update(model, opt, picks, adv, ent_coef, args, rng) -> dict:
+    """``args.epochs`` passes of clipped PPO over the iteration's choices."""
+    s, g, legal, a, old_logp = stack(picks)
+    adv = torch.from_numpy(adv).float()
+    stats = []
+    for _ in range(args.epochs):
+        for idx in torch.randperm(len(a), generator=torch.Generator().manual_seed(
+                int(rng.integers(2**31)))).split(args.minibatch):
+            logits = model(s[idx], g[idx], legal[idx])
+            logp = torch.log_softmax(logits, -1).gather(1, a[idx, None])[:, 0]
+            ratio = torch.exp(logp - old_logp[idx].float())
+            pg = -torch.min(ratio * adv[idx],
+                            ratio.clamp(1 - args.clip, 1 + args.clip) * adv[idx]).mean()
+            ent = entropy(logits).mean()
+            loss = pg - ent_coef * ent
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+            stats.append((pg.item(), ent.item(),
+                          ((ratio - 1).abs() > args.clip).float().mean().item()))
+    pg, ent, clipped = np.mean(stats, axis=0)
+    return {"pg_loss": pg, "entropy": ent, "clip_frac": clipped}
+
+
+def fcfs_summary(workload: str, split, seed: int) -> dict:
+    return tailgym.simulate(workload, "fcfs", seed=seed, load=LOAD, kv_blocks=split.kv_blocks,
+                            **ENGINE).summary()
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    if args.rollouts < 2:
+        raise SystemExit("--rollouts must be >= 2 (the baseline is the other episodes' mean)")
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = load(args.init).train() if args.init else Scorer(args.hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    start = time.perf_counter()
+    # a continued run's JSON carries on its predecessor's: stages, wall time, curve
+    prev = (json.loads(args.init.with_suffix(".json").read_text()) if args.init else
+            {"stages": [], "wall_s": 0.0, "curve": [], "bc_accuracy": None})
+    bc_acc = prev["bc_accuracy"]
+    if not args.init:
+        bc_acc = warm_start(model, args, rng, opt)
+        print(f"warm start: {args.bc_episodes} heuristic episodes, accuracy {bc_acc:.3f}",
+              flush=True)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)  # fresh moments for PPO
+    names = args.workloads.split(",")
+    curve = prev["curve"]
+    for it in range(args.iterations):
+        if time.perf_counter() - start > 60 * args.max_minutes:
+            break
+        frac = it / max(args.iterations - 1, 1)
+        n = round(args.n_start + (args.n_end - args.n_start) * min(1.0, 2 * frac))
+        ent_coef = args.ent_start * (1 - frac)
+        picks, adv, rel = [], [], []
+        for j in range(args.inputs):
+            name = names[(it * args.inputs + j) % len(names)]
+            split = SPLITS[name]
+            workload, seed = split.window(split.train_start(rng), n), int(rng.integers(2**31))
+            ref = fcfs_summary(workload, split, seed)
+            env = make_env(workload, split, args, args.theta / ref["ttlt"]["mean"])
+            choose = sampler(model, np.random.default_rng([args.seed, it, j]))
+            episodes = [play(env, seed, choose) for _ in range(args.rollouts)]
+            env.close()
+            picks += [p for ep in episodes for p in ep[0]]
+            adv.append(input_driven_advantages(episodes))
+            for ep in episodes:
+                got = ep[3].summary()["ttlt"]
+                rel.append([got["mean"] / ref["ttlt"]["mean"] - 1,
+                            got["p99"] / ref["ttlt"]["p99"] - 1])
+        stats = ppo_update(model, opt, picks, np.concatenate(adv), ent_coef, args, rng) \
+            if picks else {}
+        rel = np.mean(rel, axis=0)
+        curve.append({"iteration": len(curve), "n": n, "decisions": len(picks),
+                      "wall_s": round(prev["wall_s"] + time.perf_counter() - start, 1),
+                      "ttlt_mean_vs_fcfs": float(rel[0]), "ttlt_p99_vs_fcfs": float(rel[1]),
+                      **{k: float(v) for k, v in stats.items()}})
+        print(f"it {it:4d} n={n} decisions={len(picks):5d} mean {100 * rel[0]:+6.1f}% "
+              f"p99 {100 * rel[1]:+6.1f}% vs fcfs  ent {stats.get('entropy', 0):.3f}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "hidden": model.net[0].out_features,
+                "slots": args.slots}, args.out)
+    stage = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    meta = {"env_id": ENV_ID, "args": stage, "stages": prev["stages"] + [stage],
+            "bc_accuracy": bc_acc,
+            "wall_s": round(prev["wall_s"] + time.perf_counter() - start, 1), "curve": curve}
+    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"wrote {args.out} ({meta['wall_s']:.0f} s)")
+    return args.out
+
+
+def load(path: Path = CHECKPOINTS / "ppo_scoring.pt") -> Scorer:
+    """The trained scorer of ``path`` (eval mode)."""
+    ckpt = torch.load(path, map_location="cpu")
+    model = Scorer(ckpt["hidden"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.slots = ckpt["slots"]
+    return model.eval()
+
+
+def act(model):
+    """``act(env, obs)`` for ``baselines.common.run_episode``: the greedy legal choice."""
+    choose = greedy(model)
+
+    def act_(env, obs):
+        mask = env.action_masks()
+        if mask.sum() == 1:
+            return int(np.flatnonzero(mask)[0])
+        return choose(*split_obs(obs, mask, env.slots))[0]
+    return act_
+
+
+if __name__ == "__main__":
+    main()
