@@ -161,7 +161,8 @@ def absolute_table(rows: list[dict], metric: str, workload: str, kv: str) -> str
     data = {k[2]: v for k, v in by_condition(rows, metric).items() if k[:2] == (workload, kv)}
     loads = sorted(data)
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    lines = [f"\n**{metric} (s), {workload}, {kv} KV** (mean over windows)\n",
+    unit = "" if metric == "preemptions" else " (s)"
+    lines = [f"\n**{metric}{unit}, {workload}, {kv} KV** (mean over windows)\n",
              "| policy | " + " | ".join(f"{x:g}" for x in loads) + " |",
              "|---|" + "---|" * len(loads)]
     for p in policies:
