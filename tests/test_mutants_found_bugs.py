@@ -69,3 +69,15 @@ def test_uniboost_default_reserve_does_not_strand_a_swapped_request():
                                max_num_seqs=1, usable_blocks=2, preemption_mode="swap",
                                num_host_blocks=2, swap_s_per_block=1e-4)
     assert (state.ri[:, L.STATUS] == L.ST_FINISHED).all()
+
+
+def test_preemptive_scheduler_reserves_the_whole_prompt_with_the_flag_off():
+    """A (16-token prompt, 20 outputs) runs, guarded from eviction by LAS's minimum run; B's
+    48-token prompt needs all 3 blocks. With full-prompt reservation off in vLLM's flag, the
+    preemptive scheduler still reserves whole prompts: B waits for A instead of taking A's
+    free blocks with a partial prefill."""
+    state, _ = simulate_arrays([0.0, 0.05], [16, 48], [20, 1], COEF, "las", {"k": 256},
+                               max_num_batched_tokens=64, max_num_seqs=2, usable_blocks=3,
+                               long_prefill_token_threshold=16)
+    assert (state.ri[:, L.STATUS] == L.ST_FINISHED).all()
+    assert state.rf[1, L.FIRST_SCHED] >= state.rf[0, L.DONE]
