@@ -25,21 +25,11 @@ output lengths.
 import numpy as np
 from numba import njit
 
-from ..engine.layout import ARRIVAL, COMPUTED, GENERATED, PROMPT
+from ..engine.layout import ARRIVAL, GENERATED
 from . import online
 from .boost import MAX_BOOST
-from .uniboost import (ALPHA_D, ALPHA_P, K, MIN_TABLE_SAMPLES, grid_index, grid_tokens,
+from .uniboost import (ALPHA_D, K, MIN_TABLE_SAMPLES, grid_index, grid_tokens, table_point,
                        uniboost_priority)
-
-
-@njit(cache=True)
-def _log_mean_exp_capped(scale, sizes, d, b):
-    """``ln mean exp(scale (min(S, b) - d))`` over ``sizes`` (all > d)."""
-    top = scale * (min(sizes.max(), b) - d)
-    acc = 0.0
-    for s in sizes:
-        acc += np.exp(scale * (min(s, b) - d) - top)
-    return top + np.log(acc / sizes.size)
 
 
 @njit(cache=True)
@@ -57,13 +47,14 @@ def build_quanta(params, pstate):
         longer = decodes[decodes > d]
         if longer.size < MIN_TABLE_SAMPLES:
             continue
-        top = longer.max()
+        longest = longer.max()
         for j in range(g + 1, n):
             b = grid_tokens(j, params[K])
-            if b >= top:
+            if b >= longest:
                 break
             at = g * n + j
-            pstate[online.QUANTUM_LN_E + at] = _log_mean_exp_capped(scale, longer, d, b)
+            served = np.minimum(longer, b) - d
+            pstate[online.QUANTUM_LN_E + at] = online.log_mean_exp(scale, served)
             pstate[online.QUANTUM_P + at] = np.mean(longer <= b)
 
 
@@ -75,13 +66,8 @@ def gittins_priority(params, pstate, rf, ri, i):
     gamma = pstate[online.G_GAMMA]
     if gamma <= 0.0:
         return rf[i, ARRIVAL]
-    generated = ri[i, GENERATED]
     n = online.GRID
-    g = grid_index(generated, params[K], n)
-    while pstate[online.TABLE + g] != pstate[online.TABLE + g]:  # nan: too few samples
-        g -= 1
-    prompt_left = max(ri[i, PROMPT] - ri[i, COMPUTED], 0) if generated == 0 else 0
-    fixed = gamma * params[ALPHA_P] * prompt_left
+    g, fixed = table_point(params, pstate, ri, i)
     # 1 / (gamma r) = P(done by b) / (E[exp(...)] - 1): the best quantum maximises it
     cost = np.expm1(fixed + pstate[online.TABLE + g])
     if cost <= 0.0:

@@ -82,7 +82,8 @@ def arrival_rate(pstate):
 
 
 @njit(cache=True)
-def _log_mean_exp(theta, sizes):
+def log_mean_exp(theta, sizes):
+    """``ln mean exp(theta S)`` over ``sizes``, without overflow."""
     top = theta * sizes.max()
     acc = 0.0
     for s in sizes:
@@ -120,7 +121,7 @@ def lundberg_gamma(sizes, lam, gamma_min):
     lo = 1e-6 * hi
     for _ in range(60):
         mid = np.sqrt(lo * hi)
-        f = lam * (np.expm1(_log_mean_exp(mid, sizes))) - mid
+        f = lam * (np.expm1(log_mean_exp(mid, sizes))) - mid
         if f < 0.0:
             lo = mid
         else:

@@ -132,12 +132,20 @@ def build_table(params, pstate):
         if longer.size < MIN_TABLE_SAMPLES:
             pstate[online.TABLE + g] = np.nan
             continue
-        top = scale * (longer.max() - d)
-        acc = 0.0
-        for s in longer:
-            acc += np.exp(scale * (s - d) - top)
-        pstate[online.TABLE + g] = top + np.log(acc / longer.size)
+        pstate[online.TABLE + g] = online.log_mean_exp(scale, longer - d)
     pstate[online.G_TABLE_READY] = 1.0 if pstate[online.TABLE] == pstate[online.TABLE] else 0.0
+
+
+@njit(cache=True, inline="always")
+def table_point(params, pstate, ri, i):
+    """Request ``i``'s grid point with table data (the one at or below its decode progress)
+    and its remaining prompt work times gamma (0 once it decodes)."""
+    generated = ri[i, GENERATED]
+    g = grid_index(generated, params[K], online.GRID)
+    while pstate[online.TABLE + g] != pstate[online.TABLE + g]:  # nan: too few samples
+        g -= 1
+    prompt_left = max(ri[i, PROMPT] - ri[i, COMPUTED], 0) if generated == 0 else 0
+    return g, pstate[online.G_GAMMA] * params[ALPHA_P] * prompt_left
 
 
 @njit(cache=True, inline="always")
@@ -145,12 +153,8 @@ def uniboost_dist_priority(params, pstate, rf, ri, i):
     if pstate[online.G_TABLE_READY] == 0.0:
         return uniboost_priority(params, pstate, rf, ri, i)
     gamma = pstate[online.G_GAMMA]
-    generated = ri[i, GENERATED]
-    g = grid_index(generated, params[K], online.GRID)
-    while pstate[online.TABLE + g] != pstate[online.TABLE + g]:  # nan: too few samples
-        g -= 1
-    prompt_left = max(ri[i, PROMPT] - ri[i, COMPUTED], 0) if generated == 0 else 0
-    log_m = gamma * params[ALPHA_P] * prompt_left + pstate[online.TABLE + g]
+    g, fixed = table_point(params, pstate, ri, i)
+    log_m = fixed + pstate[online.TABLE + g]
     if log_m <= 0.0:
         return rf[i, ARRIVAL] - MAX_BOOST
     return rf[i, ARRIVAL] + np.log1p(-np.exp(-log_m)) / gamma
