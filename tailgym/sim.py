@@ -73,21 +73,26 @@ def new_state(wl: Workload, config: EngineConfig, refused, hint, pstate) -> Engi
                        hint=hint, pstate=pstate, block_keys=keys)
 
 
+def check_rate_choice(rate, rate_scale, load) -> None:
+    """At most one of ``rate``, ``rate_scale`` and ``load`` is given; a load is > 0."""
+    given = [k for k, v in (("rate", rate), ("rate_scale", rate_scale), ("load", load)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of rate, rate_scale, load (got {', '.join(given)})")
+    if load is not None and not float(load) > 0:
+        raise ValueError(f"load must be > 0, got {load}")
+
+
 def apply_rate(workload: Workload, config: EngineConfig, coef, *, rate=None, rate_scale=None,
                load=None) -> tuple[Workload, dict]:
     """Rescale arrivals by one of ``rate`` (req/s), ``rate_scale`` (x the trace's rate) or
     ``load`` (fraction of the engine's measured saturation throughput)."""
-    given = [k for k, v in (("rate", rate), ("rate_scale", rate_scale), ("load", load)) if v is not None]
-    if len(given) > 1:
-        raise ValueError(f"give at most one of rate, rate_scale, load (got {', '.join(given)})")
+    check_rate_choice(rate, rate_scale, load)
     info = {}
     if rate is not None:
         workload = workload.with_rate(float(rate))
     elif rate_scale is not None:
         workload = workload.with_rate_scale(float(rate_scale))
     elif load is not None:
-        if not float(load) > 0:
-            raise ValueError(f"load must be > 0, got {load}")
         info["saturation_rps"] = saturation_rate(workload, config, coef)
         info["load"] = float(load)
         workload = workload.with_rate(float(load) * info["saturation_rps"])

@@ -112,9 +112,10 @@ def replica_conserved(ri, replica_of, s, cfg_i, kv, r):
 
 
 @njit(cache=True)
-def advance(common, rep, fleet, until, check, tokens, log, blog):
-    """Step every replica whose clock is before ``until`` up to it; -1, or the replica that
-    stopped with an error (``ERR_BLOCKS`` when ``check`` finds blocks not conserved)."""
+def advance(common, rep, fleet, fl, until, check, tokens, log, blog):
+    """Step every replica whose clock is before ``until`` up to it; False when one stopped
+    with an error (``ERR_BLOCKS`` when ``check`` finds blocks not conserved), named in
+    ``fl[F_BAD]``."""
     rf, ri, target, hint, cfg_i, cfg_f, coef, params, key_off, keys = common
     queues, batches, s, t, pstate = rep[0], rep[1], rep[2], rep[3], rep[4]
     replica_of, n_routed, sig, wake, heap, pos = fleet
@@ -128,11 +129,12 @@ def advance(common, rep, fleet, until, check, tokens, log, blog):
                                                                   cfg_i[r], kv, r):
             s[r, S_ERROR] = ERR_BLOCKS
         if s[r, S_ERROR] != 0:
-            return r
+            fl[F_BAD] = r
+            return False
         wake[r] = t[r, T_NOW] if busy(s[r]) else np.inf
         sift(heap, pos, wake, 0)
         signals(ri, queues, s, n_routed, cfg_i, sig, r, tokens)
-    return -1
+    return True
 
 
 @njit(cache=True)
@@ -185,17 +187,13 @@ def run_fleet(common, rep, fleet, snap, match, u, fl, rid, rargs, refresh_s, t0,
         if refresh_s > 0:
             j = int(np.floor((a - t0) / refresh_s))
             if j >= fl[F_REFRESH]:
-                bad = advance(common, rep, fleet, t0 + j * refresh_s, check, tokens, log, blog)
-                if bad >= 0:
-                    fl[F_BAD] = bad
+                if not advance(common, rep, fleet, fl, t0 + j * refresh_s, check, tokens, log,
+                               blog):
                     return FLEET_ERROR
                 snap[:] = sig
                 fl[F_REFRESH] = j + 1
-        else:
-            bad = advance(common, rep, fleet, a, check, tokens, log, blog)
-            if bad >= 0:
-                fl[F_BAD] = bad
-                return FLEET_ERROR
+        elif not advance(common, rep, fleet, fl, a, check, tokens, log, blog):
+            return FLEET_ERROR
         if prefix:
             for r in range(match.shape[0]):
                 match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[r, C_BLOCK_SIZE])
@@ -206,8 +204,6 @@ def run_fleet(common, rep, fleet, snap, match, u, fl, rid, rargs, refresh_s, t0,
         fl[F_SEQ] += 1
         k += 1
         fl[F_NEXT] = k
-    bad = advance(common, rep, fleet, np.inf, check, tokens, log, blog)
-    if bad >= 0:
-        fl[F_BAD] = bad
+    if not advance(common, rep, fleet, fl, np.inf, check, tokens, log, blog):
         return FLEET_ERROR
     return FLEET_DONE

@@ -19,7 +19,7 @@ from ..engine.runner import NO_BATCH_LOG, NO_LOG
 from ..load import saturation_rate
 from ..metrics import Report
 from ..policies import resolve
-from ..sim import build_engine, prepare
+from ..sim import build_engine, check_rate_choice, prepare
 from ..workload import load_workload
 from . import core
 from .routers import SIG_COLS, get_router
@@ -217,11 +217,7 @@ def simulate_fleet(workload, policy: str = "fcfs", *, replicas, router: str = "r
     model = kwargs.pop("model", "llama3-8b")
     sat = None
     if load is not None:
-        given = [k for k in ("rate", "rate_scale") if kwargs.get(k) is not None]
-        if given:
-            raise ValueError(f"give at most one of rate, rate_scale, load (got {given[0]}, load)")
-        if not float(load) > 0:
-            raise ValueError(f"load must be > 0, got {load}")
+        check_rate_choice(kwargs.get("rate"), kwargs.get("rate_scale"), load)
         wl = load_workload(workload, data_dir=kwargs.get("data_dir"), seed=kwargs.get("seed", 0),
                            columns=kwargs.get("columns"))
         sat = [saturation_rate(wl, *_engine(model, g, knobs)) for g, _ in groups]
