@@ -73,19 +73,26 @@ def bench_memory(n: int = 1_000_000) -> dict:
     import subprocess
     import sys
 
+    # the peak of this process's own memory (VmHWM): ru_maxrss would carry the parent's
+    # resident size over the fork, so a benchmark run before this one would inflate it
     code = ("import json, resource, time; import numpy as np; import tailgym\n"
             "from tailgym.workload import Workload, load_workload\n"
+            "def peak_kb():\n"
+            "    try:\n"
+            "        with open('/proc/self/status') as f:\n"
+            "            return next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))\n"
+            "    except OSError:\n"
+            "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "t = load_workload('azure-conv'); rng = np.random.default_rng(0)\n"
             f"idx = rng.integers(0, len(t), {n})\n"
             f"w = Workload(np.cumsum(rng.exponential(1 / 12.0, {n})), t.prompt_tokens[idx],\n"
             "             t.output_tokens[idx], name='azure-conv-1m')\n"
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "before = peak_kb()\n"
             "t0 = time.perf_counter()\n"
             "r = tailgym.simulate(w, model='llama2-7b', gpu='h100-80gb', max_num_batched_tokens=4096,"
             " max_num_seqs=128, max_model_len=16384)\n"
             "print(json.dumps({'wall_s': time.perf_counter() - t0, 'steps': r.steps,"
-            " 'before_mb': before / 1024,"
-            " 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+            " 'before_mb': before / 1024, 'peak_mb': peak_kb() / 1024}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
