@@ -128,11 +128,12 @@ class Run:
     info: dict  # for the report's config: names, knobs, rates
 
     def report(self, wall_seconds: float, *, warmup_s: float = 0.0, slo=None,
-               step_log=None, batches=None, fleet=None) -> Report:
-        """The report of the finished run; every request must be finished or rejected."""
+               step_log=None, batches=None, fleet=None, partial: bool = False) -> Report:
+        """The report of the finished run; every request must be finished or rejected
+        unless ``partial`` (an environment's episode cut short)."""
         state = self.state
         counts = state.status_counts()
-        if counts["finished"] + counts["rejected"] != state.n_requests:
+        if not partial and counts["finished"] + counts["rejected"] != state.n_requests:
             raise EngineError(f"requests unaccounted for at the end of the run: {counts}")
         start = self.workload.arrival_s[0] if len(self.workload) else 0.0
         return Report(

@@ -18,6 +18,8 @@ KWARGS = {
     "tailgym/ServeGamma-v0": {"workload": "default:n=40", "rate": 8.0, "interval_s": 2.0},
     "tailgym/ServePriority-v0": {"workload": "default:n=40", "rate": 8.0},
     "tailgym/ServeHIL-v0": {"workload": "default:n=6", "rate": 20.0, "kv_blocks": 256},
+    "tailgym/ServeRoute-v0": {"workload": "default:n=40", "rate": 8.0, "kv_blocks": 600,
+                              "replicas": 3},
 }
 
 
@@ -49,15 +51,16 @@ def test_hil_env_runs_the_real_engine_to_the_end():
     assert env.unwrapped._engine.tables.blocks.sum() == 0  # every block went back
 
 
-@pytest.mark.parametrize("env_id", ["tailgym/Serve-v0", "tailgym/ServePriority-v0"])
+@pytest.mark.parametrize("env_id", ["tailgym/Serve-v0", "tailgym/ServePriority-v0",
+                                    "tailgym/ServeRoute-v0"])
 def test_sb3_subproc_vec_env_with_the_module_prefix(env_id):
     venv = make_vec_env(f"tailgym:{env_id}", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv,
                         env_kwargs=KWARGS[env_id])
     try:
         obs = venv.reset()
-        assert obs["globals"].shape[0] == 2
+        assert all(v.shape[0] == 2 for v in obs.values())  # a batch of 2 of each key
         for _ in range(20):
-            if env_id.endswith("Serve-v0"):
+            if env_id.endswith(("Serve-v0", "Route-v0")):
                 masks = np.stack(venv.env_method("action_masks"))
                 actions = masks.argmax(axis=1)
             else:
@@ -92,7 +95,8 @@ OBJECTIVES = {"response": lambda T, slo, theta: T.sum(),
               "exp-tail": lambda T, slo, theta: np.expm1(theta * T).sum(),
               "slo-excess": lambda T, slo, theta: np.maximum(T - slo, 0.0).sum(),
               "tail": lambda T, slo, theta: float((T > slo).sum())}
-TAIL_ENVS = ("tailgym/Serve-v0", "tailgym/ServeGamma-v0", "tailgym/ServePriority-v0")
+TAIL_ENVS = ("tailgym/Serve-v0", "tailgym/ServeGamma-v0", "tailgym/ServePriority-v0",
+             "tailgym/ServeRoute-v0")
 
 
 @pytest.mark.parametrize("reward", sorted(OBJECTIVES))

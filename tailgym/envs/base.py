@@ -53,7 +53,8 @@ def interval_stats(rf, ri, lo, k, t0, t1, slo, theta, buf, out):
     """Scan requests ``lo..k-1`` (arrived by ``t1``) for the interval ``[t0, t1]``: into
     ``out`` (``IV_*``) the request-seconds spent in the system (rejected ones excluded), the
     integral over them of ``theta exp(theta age)`` and the seconds spent older than ``slo``,
-    requests finished in it and their SLO misses, the first request still open (or ``k``),
+    requests finished in it and their SLO misses, the first request still open at ``t1``
+    (or ``k``),
     and the TTLT and TTFT quantiles of the finished; ``buf`` rows 0-2 get their TTLT, TTFT
     and output tokens."""
     in_system = 0.0
@@ -76,7 +77,7 @@ def interval_stats(rf, ri, lo, k, t0, t1, slo, theta, buf, out):
             late = end - max(arrival + slo, start)
             if late > 0:
                 excess += late
-        if status != ST_FINISHED:
+        if status != ST_FINISHED or done > t1:  # a fleet's replica may have run past t1
             if first_open < 0:
                 first_open = i
         elif done > t0:
@@ -93,6 +94,33 @@ def interval_stats(rf, ri, lo, k, t0, t1, slo, theta, buf, out):
     out[IV_LO] = first_open if first_open >= 0 else k
     _quantiles(buf[0, :n], out, IV_QUANTILES)
     _quantiles(buf[1, :n], out, IV_QUANTILES + len(QUANTILES))
+
+
+def check_options(env: gym.Env, workload, reward: str, reward_scale: float, slo_s: float,
+                  horizon_s: float | None, theta: float, render_mode: str | None) -> str:
+    """Check the options every env shares; returns the reward's name (aliases resolved)."""
+    if not isinstance(workload, str):
+        raise TypeError(f"workload must be a spec string (JSON-serialisable), "
+                        f"got {type(workload).__name__}")
+    reward = REWARD_ALIASES.get(reward, reward)
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
+    for name, value in (("slo_s", slo_s), ("horizon_s", horizon_s), ("theta", theta)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be finite and > 0, got {value}")
+    if not np.isfinite(reward_scale):
+        raise ValueError(f"reward_scale must be finite, got {reward_scale}")
+    modes = env.metadata["render_modes"]
+    if render_mode is not None and render_mode not in modes:
+        raise ValueError(f"render_mode must be None or one of {', '.join(modes)}, "
+                         f"got {render_mode!r}")
+    return reward
+
+
+def interval_costs(out: np.ndarray) -> dict:
+    """The costs in an ``interval_stats`` result, by the names ``REWARDS`` maps to."""
+    return {"in_system_s": float(out[IV_IN_SYSTEM]), "exp_tail": float(out[IV_EXP]),
+            "slo_excess": float(out[IV_EXCESS]), "slo_violations": int(out[IV_MISSES])}
 
 
 class ServingEnv(gym.Env):
@@ -133,20 +161,8 @@ class ServingEnv(gym.Env):
                  max_num_seqs: int | None, preemption_mode: str, reward: str,
                  reward_scale: float, slo_s: float, horizon_s: float | None, on_unfit: str,
                  render_mode: str | None, theta: float = 0.1):
-        if not isinstance(workload, str):
-            raise TypeError(f"workload must be a spec string (JSON-serialisable), "
-                            f"got {type(workload).__name__}")
-        reward = REWARD_ALIASES.get(reward, reward)
-        if reward not in REWARDS:
-            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
-        for name, value in (("slo_s", slo_s), ("horizon_s", horizon_s), ("theta", theta)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value}")
-        if not np.isfinite(reward_scale):
-            raise ValueError(f"reward_scale must be finite, got {reward_scale}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of "
-                             f"{', '.join(self.metadata['render_modes'])}, got {render_mode!r}")
+        reward = check_options(self, workload, reward, reward_scale, slo_s, horizon_s, theta,
+                               render_mode)
         self.workload, self.model, self.gpu = workload, getattr(model, "name", model), gpu
         self.horizon_s, self.slo_s, self.theta = horizon_s, float(slo_s), float(theta)
         self.reward, self.reward_scale, self.render_mode = reward, float(reward_scale), render_mode
@@ -231,9 +247,7 @@ class ServingEnv(gym.Env):
         done = int(out[IV_FINISHED])
         self._lo = int(out[IV_LO])
         arrivals, self._arrived = k - self._arrived, k
-        return {"in_system_s": float(out[IV_IN_SYSTEM]), "exp_tail": float(out[IV_EXP]),
-                "slo_excess": float(out[IV_EXCESS]), "completions": done,
-                "slo_violations": int(out[IV_MISSES]), "quantiles": out[IV_QUANTILES:].copy(),
+        return {**interval_costs(out), "completions": done, "quantiles": out[IV_QUANTILES:].copy(),
                 "outputs": buf[2, :done].copy(), "arrivals": arrivals,
                 "oldest_age": t1 - st.rf[self._lo, L.ARRIVAL] if self._lo < k else 0.0}
 

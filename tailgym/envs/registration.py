@@ -11,6 +11,7 @@ import gymnasium
 ENVS = {"tailgym/Serve-v0": "tailgym.envs.serve:ServeEnv",
         "tailgym/ServeGamma-v0": "tailgym.envs.serve_gamma:ServeGammaEnv",
         "tailgym/ServePriority-v0": "tailgym.envs.serve_priority:ServePriorityEnv",
+        "tailgym/ServeRoute-v0": "tailgym.envs.serve_route:ServeRouteEnv",
         "tailgym/ServeHIL-v0": "tailgym.envs.serve_hil:ServeHILEnv"}
 NONDETERMINISTIC = {"tailgym/ServeHIL-v0"}  # measured step times
 

@@ -36,6 +36,7 @@ FLEET_DONE = 0    # every request routed and every replica finished
 FLEET_GROW = 1    # a replica's queues are full: grow them and call again
 FLEET_PAUSE = 2   # reached the requested stop row (progress)
 FLEET_ERROR = 3   # replica fl[F_BAD] stopped with an engine error (s[r, S_ERROR])
+ROUTE_READY = 4   # next_request: request fl[F_NEXT] is ready to route; commit: routed
 
 UNLIMITED = np.iinfo(np.int64).max
 
@@ -163,47 +164,73 @@ def assign(ri, queues, s, t, fleet, k, r, tokens):
 
 
 @njit(cache=True)
+def next_request(common, rep, fleet, snap, match, fl, refresh_s, t0, check, tokens, prefix,
+                 stop, log, blog):
+    """Make request ``fl[F_NEXT]`` (rejected rows skipped) ready to route: step the replicas
+    up to its arrival (or, when ``refresh_s`` > 0, to the last snapshot instant before it,
+    refreshing ``snap``) and fill ``match`` (when ``prefix``). ``ROUTE_READY``, or
+    ``FLEET_PAUSE`` at row ``stop``, ``FLEET_DONE`` when no request is left (the replicas
+    still to finish), ``FLEET_ERROR``."""
+    rf, ri, cfg_i, key_off, keys = common[0], common[1], common[4], common[8], common[9]
+    n = rf.shape[0]
+    k = fl[F_NEXT]
+    while k < n and ri[k, STATUS] == ST_REJECTED:
+        k += 1
+    fl[F_NEXT] = k
+    if k == n:
+        return FLEET_DONE
+    if k >= stop:
+        return FLEET_PAUSE
+    a = rf[k, ARRIVAL]
+    if refresh_s > 0:
+        j = int(np.floor((a - t0) / refresh_s))
+        if j >= fl[F_REFRESH]:
+            if not advance(common, rep, fleet, fl, t0 + j * refresh_s, check, tokens, log, blog):
+                return FLEET_ERROR
+            snap[:] = fleet[2]
+            fl[F_REFRESH] = j + 1
+    elif not advance(common, rep, fleet, fl, a, check, tokens, log, blog):
+        return FLEET_ERROR
+    if prefix:
+        for r in range(match.shape[0]):
+            match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[r, C_BLOCK_SIZE])
+    return ROUTE_READY
+
+
+@njit(cache=True)
+def commit(common, rep, fleet, fl, r, tokens):
+    """Send the ready request ``fl[F_NEXT]`` to replica ``r``: ``ROUTE_READY`` when done,
+    ``FLEET_GROW`` (nothing changed) when ``r``'s queues are full."""
+    ri, queues, s, t = common[1], rep[0], rep[2], rep[3]
+    n_routed = fleet[1]
+    if n_routed[r] - s[r, S_N_FINISHED] + 1 > queues.shape[2]:
+        return FLEET_GROW
+    assign(ri, queues, s, t, fleet, fl[F_NEXT], r, tokens)
+    fl[F_SEQ] += 1
+    fl[F_NEXT] += 1
+    return ROUTE_READY
+
+
+@njit(cache=True)
 def run_fleet(common, rep, fleet, snap, match, u, fl, rid, rargs, refresh_s, t0, check,
               tokens, prefix, stop, log, blog):
     """Route requests ``fl[F_NEXT]`` .. ``stop`` - 1 (``FLEET_PAUSE`` there unless it is the
     last), then finish every replica (``FLEET_DONE``); see ``FLEET_*`` for the other results.
     ``snap``: the signals the router reads when ``refresh_s`` > 0; ``match``: scratch for
     the prefix matches (read when ``prefix``)."""
-    rf, ri, target, hint, cfg_i, cfg_f, coef, params, key_off, keys = common
-    queues, s, t = rep[0], rep[2], rep[3]
-    replica_of, n_routed, sig, wake, heap, pos = fleet
-    n = rf.shape[0]
-    cap = queues.shape[2]
-    view = snap if refresh_s > 0 else sig
-    k = fl[F_NEXT]
-    while k < n:
-        if k >= stop:
-            return FLEET_PAUSE
-        if ri[k, STATUS] == ST_REJECTED:
-            k += 1
-            fl[F_NEXT] = k
-            continue
-        a = rf[k, ARRIVAL]
-        if refresh_s > 0:
-            j = int(np.floor((a - t0) / refresh_s))
-            if j >= fl[F_REFRESH]:
-                if not advance(common, rep, fleet, fl, t0 + j * refresh_s, check, tokens, log,
-                               blog):
-                    return FLEET_ERROR
-                snap[:] = sig
-                fl[F_REFRESH] = j + 1
-        elif not advance(common, rep, fleet, fl, a, check, tokens, log, blog):
-            return FLEET_ERROR
-        if prefix:
-            for r in range(match.shape[0]):
-                match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[r, C_BLOCK_SIZE])
+    ri = common[1]
+    view = snap if refresh_s > 0 else fleet[2]
+    while True:
+        status = next_request(common, rep, fleet, snap, match, fl, refresh_s, t0, check,
+                              tokens, prefix, stop, log, blog)
+        if status != ROUTE_READY:
+            break
+        k = fl[F_NEXT]
         r = route(rid, view, match, ri[k, PROMPT], u[k, 0], u[k, 1], fl[F_SEQ], rargs)
-        if n_routed[r] - s[r, S_N_FINISHED] + 1 > cap:
+        if commit(common, rep, fleet, fl, r, tokens) == FLEET_GROW:
             return FLEET_GROW
-        assign(ri, queues, s, t, fleet, k, r, tokens)
-        fl[F_SEQ] += 1
-        k += 1
-        fl[F_NEXT] = k
+    if status != FLEET_DONE:
+        return status
     if not advance(common, rep, fleet, fl, np.inf, check, tokens, log, blog):
         return FLEET_ERROR
     return FLEET_DONE

@@ -107,6 +107,7 @@ class Fleet:
                       np.zeros((self.n, SIG_COLS)), np.full(self.n, np.inf),
                       np.arange(self.n, dtype=np.int64), np.arange(self.n, dtype=np.int64))
         self.snap = np.zeros((self.n, SIG_COLS))
+        self.match = np.zeros(self.n)
         self.u = np.random.default_rng([run.info["seed"], ROUTER_STREAM]).random((n_req, 2))
         self.fl = np.zeros(core.F_COLS, dtype=np.int64)
         self.t0 = float(st.t[L.T_NOW])
@@ -127,7 +128,7 @@ class Fleet:
             while True:
                 stop = min(int(self.fl[core.F_NEXT]) + PROGRESS_ROWS, n_req) if progress else n_req
                 status = core.run_fleet(
-                    self.common, self.rep, self.fleet, self.snap, np.zeros(self.n), self.u,
+                    self.common, self.rep, self.fleet, self.snap, self.match, self.u,
                     self.fl, self.spec.rid, self.spec.param_array(self.knobs), self.refresh_s,
                     self.t0, self.run.config.check, self.spec.reads_tokens, self.prefix, stop,
                     NO_LOG, NO_BATCH_LOG)
@@ -137,10 +138,7 @@ class Fleet:
                 if status == core.FLEET_GROW:
                     self._grow()
                 elif status == core.FLEET_ERROR:
-                    r = int(self.fl[core.F_BAD])
-                    s, t = self.rep[2][r], self.rep[3][r]
-                    raise EngineError(f"engine error {int(s[L.S_ERROR])} in replica {r} at "
-                                      f"t={t[L.T_NOW]:.6f}s after {int(s[L.S_STEPS])} steps")
+                    raise self.error()
         finally:
             bar.close()
         s = self.rep[2]
@@ -148,6 +146,13 @@ class Fleet:
         if not np.array_equal(routed, s[:, L.S_N_FINISHED]):
             raise EngineError(f"replicas finished {s[:, L.S_N_FINISHED].tolist()} of the "
                               f"requests routed to them {routed.tolist()}")
+
+    def error(self) -> EngineError:
+        """The error of the replica that stopped (``core.FLEET_ERROR``)."""
+        r = int(self.fl[core.F_BAD])
+        s, t = self.rep[2][r], self.rep[3][r]
+        return EngineError(f"engine error {int(s[L.S_ERROR])} in replica {r} at "
+                           f"t={t[L.T_NOW]:.6f}s after {int(s[L.S_STEPS])} steps")
 
     def report(self, wall_seconds: float, **kwargs) -> Report:
         """The single-engine report over all requests (scalars summed over replicas, the clock
@@ -194,16 +199,11 @@ def refuse_everywhere(run, groups, on_unfit: str) -> None:
         run.rejected.sort(key=lambda r: r["index"])
 
 
-def simulate_fleet(workload, policy: str = "fcfs", *, replicas, router: str = "round-robin",
-                   router_args: dict | None = None, router_refresh_s: float = 0.0,
-                   warmup_s: float = 0.0, slo=None, progress: bool = False,
-                   record_steps: bool = False, record_batches: bool = False, load=None,
-                   **kwargs) -> Report:
-    """``tailgym.simulate`` with ``replicas`` (see there and the module docstring); ``load``
-    is per replica: arrivals at ``load`` x the sum of the replicas' saturation rates."""
-    for name, value in (("record_steps", record_steps), ("record_batches", record_batches)):
-        if value:
-            raise ValueError(f"{name} is not available with replicas (one log per engine)")
+def build_fleet(workload, policy: str = "fcfs", *, replicas, router: str = "round-robin",
+                router_args: dict | None = None, router_refresh_s: float = 0.0, load=None,
+                **kwargs) -> Fleet:
+    """The ready fleet of ``simulate(..., replicas=...)`` (arguments as there; ``load`` is
+    per replica: arrivals at ``load`` x the sum of the replicas' saturation rates)."""
     if isinstance(replicas, dict) and ("gpu" in kwargs or kwargs.get("profile") is not None):
         raise ValueError("with GPU groups in replicas, give no gpu or profile (each group "
                          "takes its GPU's roofline step times)")
@@ -231,6 +231,18 @@ def simulate_fleet(workload, policy: str = "fcfs", *, replicas, router: str = "r
     refuse_everywhere(run, fleet.groups, kwargs.get("on_unfit", "error"))
     run.info.update(replicas=fleet.n, router=router, router_args=fleet.knobs,
                     router_refresh_s=fleet.refresh_s)
+    return fleet
+
+
+def simulate_fleet(workload, policy: str = "fcfs", *, warmup_s: float = 0.0, slo=None,
+                   progress: bool = False, record_steps: bool = False,
+                   record_batches: bool = False, **kwargs) -> Report:
+    """``tailgym.simulate`` with ``replicas`` (see there, ``build_fleet`` and the module
+    docstring)."""
+    for name, value in (("record_steps", record_steps), ("record_batches", record_batches)):
+        if value:
+            raise ValueError(f"{name} is not available with replicas (one log per engine)")
+    fleet = build_fleet(workload, policy, **kwargs)
     start = time.perf_counter()
     fleet.simulate(progress)
     return fleet.report(time.perf_counter() - start, warmup_s=warmup_s, slo=slo)
