@@ -188,15 +188,15 @@ def per_episode(results: dict, method: str, key: str) -> np.ndarray:
     return np.array([s[metric][q] for runs in results.values() for s in runs[method]])
 
 
-def summary_json(results: dict) -> dict:
+def summary_json(results: dict, references: dict = REFERENCES, learned=None) -> dict:
     """The ``--json`` document: per method the episode means of ``STATS`` and the paired
-    relative-difference intervals against each of ``REFERENCES``."""
-    learned = learned_methods()
+    relative-difference intervals against each of ``references`` (label -> method)."""
+    learned = learned_methods() if learned is None else learned
     out = {}
     for method in next(iter(results.values())):
         row = {"learned": method in learned}
         row |= {key: float(per_episode(results, method, key).mean()) for key in STATS}
-        for label, ref in REFERENCES.items():
+        for label, ref in references.items():
             row[label] = {}
             for key in VERSUS:
                 iv = paired_ratio(per_episode(results, method, key), per_episode(results, ref, key))
@@ -217,33 +217,35 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def interval_table(doc: dict) -> str:
+def interval_table(doc: dict, references: dict = REFERENCES) -> str:
     """Markdown of the ``--json`` document: the pooled statistics and the intervals (%)."""
     def cell(iv):
         text = f"[{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]"
         return f"**{text}**" if real(*iv) else text
-    head = [f"{key} {ref}" for ref in ("vs FCFS", "vs UniBoost") for key in
+    head = [f"{key} vs {ref}" for ref in references.values() for key in
             ("mean TTLT", "P99 TTLT", "P99 TTFT")]
     lines = ["| method | learned | mean TTLT | P99 TTLT | P99 TTFT | " + " | ".join(head) + " |",
              "|---" * (5 + len(head)) + "|"]
     for name, row in doc["methods"].items():
-        ivs = [row[label][key] for label in REFERENCES for key in VERSUS]
+        ivs = [row[label][key] for label in references for key in VERSUS]
         lines.append(f"| {name} | {'yes' if row['learned'] else ''} | {row['ttlt_mean']:.2f} | "
                      f"{row['ttlt_p99']:.2f} | {row['ttft_p99']:.2f} | "
                      + " | ".join(cell(iv) for iv in ivs) + " |")
     return "\n".join(lines)
 
 
-def plot_comparison(doc: dict, path: Path, title: str) -> None:
-    """Per method the paired relative difference against FCFS (geometric mean over the
-    held-out episodes, bar) and its 95% interval (whiskers), for three statistics."""
+def plot_comparison(doc: dict, path: Path, title: str, versus: str = "vs_fcfs",
+                    ref: str = "FCFS", learned=None) -> None:
+    """Per method the paired relative difference against the reference ``ref`` (its label
+    ``versus`` in the document; geometric mean over the held-out episodes, bar) and its 95%
+    interval (whiskers), for three statistics."""
     names = list(doc["methods"])
-    learned = learned_methods()
+    learned = learned_methods() if learned is None else learned
     colors = ["C1" if n in learned else "0.6" if n.startswith("random") else "C0" for n in names]
     fig = Figure(figsize=(15, 0.45 * len(names) + 1.5))
     axes = fig.subplots(1, 3, sharey=True)
     for ax, key in zip(axes, VERSUS):
-        iv = 100 * np.array([doc["methods"][n]["vs_fcfs"][key] for n in names])
+        iv = 100 * np.array([doc["methods"][n][versus][key] for n in names])
         mid = iv.mean(1)  # the interval is symmetric on the log scale; its middle is close
         y = np.arange(len(names))
         ax.barh(y, mid, color=colors)
@@ -251,7 +253,7 @@ def plot_comparison(doc: dict, path: Path, title: str) -> None:
                     capsize=2, lw=0.8)
         ax.axvline(0, color="k", lw=0.8)
         metric, q = STATS[key]
-        ax.set_title(f"{'mean' if q == 'mean' else q.upper()} {metric.upper()} vs FCFS (%)")
+        ax.set_title(f"{'mean' if q == 'mean' else q.upper()} {metric.upper()} vs {ref} (%)")
         ax.set_yticks(y, names, fontsize=8)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)

@@ -57,13 +57,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reward", default="exp-tail", help="Serve-v0 reward option")
     p.add_argument("--theta", type=float, default=0.5,
                    help="exp-tail rate, in units of 1 / (FCFS's mean TTLT on the same input)")
-    p.add_argument("--slo-s", type=float, default=10.0, help="slo-excess threshold (s)")
     p.add_argument("--slots", type=int, default=16)
+    return ppo_options(p, 100, 300, CHECKPOINTS / "ppo_scoring.pt").parse_args(argv)
+
+
+def ppo_options(p: argparse.ArgumentParser, n_start: int, n_end: int, out: Path):
+    """The options of ``train`` (defaults: the curriculum ``n_start`` -> ``n_end``, the
+    checkpoint ``out``) added to ``p``."""
+    p.add_argument("--slo-s", type=float, default=10.0, help="slo-excess threshold (s)")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--inputs", type=int, default=4, help="arrival sequences per iteration")
     p.add_argument("--rollouts", type=int, default=4, help="episodes per arrival sequence")
-    p.add_argument("--n-start", type=int, default=100, help="requests per window at first")
-    p.add_argument("--n-end", type=int, default=300, help="... from half-way on")
+    p.add_argument("--n-start", type=int, default=n_start, help="requests per window at first")
+    p.add_argument("--n-end", type=int, default=n_end, help="... from half-way on")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--minibatch", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -75,19 +81,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bc-epochs", type=int, default=30)
     p.add_argument("--max-minutes", type=float, default=14.0, help="stop after this wall time")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=CHECKPOINTS / "ppo_scoring.pt")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=out)
+    return p
 
 
 class Scorer(nn.Module):
-    """Shared-weight candidate scorer; ``forward`` gives masked logits over the slots."""
+    """Shared-weight candidate scorer; ``forward`` gives masked logits over the candidates
+    (``nf`` features each, ``ng`` shared ones)."""
 
-    def __init__(self, hidden: int = 32):
+    def __init__(self, hidden: int = 32, nf: int = NF, ng: int = NG):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2 * NF + NG, hidden), nn.Tanh(),
+        self.nf, self.ng = nf, ng
+        self.net = nn.Sequential(nn.Linear(2 * nf + ng, hidden), nn.Tanh(),
                                  nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        self.register_buffer("mu", torch.zeros(2 * NF + NG))
-        self.register_buffer("sd", torch.ones(2 * NF + NG))
+        self.register_buffer("mu", torch.zeros(2 * nf + ng))
+        self.register_buffer("sd", torch.ones(2 * nf + ng))
 
     def features(self, slots, glob, legal):
         """(B, K, 2 NF + NG): each candidate's features, minus their legal mean, globals."""
@@ -101,12 +109,16 @@ class Scorer(nn.Module):
         return self.net(x).squeeze(-1).masked_fill(~legal, -torch.inf)
 
 
-def split_obs(obs, mask, slots: int):
-    """(slot features (K, NF), globals (NG,), legal slots (K,) bool) of an observation."""
-    legal = np.asarray(mask[:slots], dtype=bool)
-    if mask[slots] and legal.any():
+def split_obs(env, obs):
+    """(slot features (K, NF), globals (NG,), legal slots (K,) bool) of an observation, or
+    None when there is no choice (one legal action)."""
+    mask = env.action_masks()
+    if mask.sum() == 1:
+        return None
+    legal = np.asarray(mask[:env.slots], dtype=bool)
+    if mask[env.slots] and legal.any():
         raise RuntimeError("the no-op is legal beside a slot: use work_conserving=True")
-    return obs["slots"].reshape(slots, NF), obs["globals"], legal
+    return obs["slots"].reshape(env.slots, NF), obs["globals"], legal
 
 
 def make_env(workload: str, split, args, theta: float = 0.1) -> gym.Env:
@@ -115,23 +127,22 @@ def make_env(workload: str, split, args, theta: float = 0.1) -> gym.Env:
                     theta=theta, slo_s=args.slo_s).unwrapped
 
 
-def play(env, seed: int, choose):
-    """One episode from ``reset(seed=seed)``; ``choose(slots, glob, legal)`` picks a slot where
-    there is a choice (two or more legal). Returns the choices as (slot features, globals,
-    legal, action, log-prob, cost-to-go index), the decision times and cumulative costs (one
-    per step, from 0) and the episode's ``Report``."""
+def play(env, seed: int, choose, view=split_obs):
+    """One episode from ``reset(seed=seed)``; ``choose(slots, glob, legal)`` picks a candidate
+    where ``view(env, obs)`` offers a choice (else the one legal action is taken). Returns
+    the choices as (candidate features, globals, legal, action, log-prob, cost-to-go index),
+    the decision times and cumulative costs (one per step, from 0) and the ``Report``."""
     obs, info = env.reset(seed=seed)
     t, cost = info["t"], 0.0
     times, costs, picks = [t], [0.0], []
     done = False
     while not done:
-        mask = env.action_masks()
-        if mask.sum() > 1:
-            s, g, legal = split_obs(obs, mask, env.slots)
-            a, logp = choose(s, g, legal)
-            picks.append((s, g, legal, a, logp, len(times) - 1))
+        choice = view(env, obs)
+        if choice is not None:
+            a, logp = choose(*choice)
+            picks.append((*choice, a, logp, len(times) - 1))
         else:
-            a = int(np.flatnonzero(mask)[0])
+            a = int(np.flatnonzero(env.action_masks())[0])
         obs, r, terminated, truncated, info = env.step(a)
         t += info["elapsed_s"]
         cost -= r
@@ -192,8 +203,7 @@ def entropy(logits):
 
 
 def warm_start(model, args, rng, opt) -> float:
-    """Fit the feature normalisation on heuristic (FCFS) episodes, then the scorer to the
-    heuristic's choices by cross-entropy; returns the final training accuracy."""
+    """Behaviour cloning (``clone``) of heuristic (FCFS) episodes."""
     picks = []
     names = args.workloads.split(",")
     for i in range(args.bc_episodes):
@@ -202,6 +212,12 @@ def warm_start(model, args, rng, opt) -> float:
         picks += play(env, int(rng.integers(2**31)),
                       lambda s, g, legal: (env.heuristic_action(), 0.0))[0]
         env.close()
+    return clone(model, picks, args, rng, opt)
+
+
+def clone(model, picks, args, rng, opt) -> float:
+    """Fit the feature normalisation on a heuristic's choices ``picks`` (as ``play``'s), then
+    the scorer to them by cross-entropy; returns the final training accuracy."""
     if not picks:
         return float("nan")
     s, g, legal, a, _ = stack(picks)
@@ -251,12 +267,33 @@ def fcfs_summary(workload: str, split, seed: int) -> dict:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    names = args.workloads.split(",")
+
+    def inputs(it: int, n: int, rng) -> list:
+        out = []
+        for j in range(args.inputs):
+            split = SPLITS[names[(it * args.inputs + j) % len(names)]]
+            workload, seed = split.window(split.train_start(rng), n), int(rng.integers(2**31))
+            ref = fcfs_summary(workload, split, seed)
+            out.append((make_env(workload, split, args, args.theta / ref["ttlt"]["mean"]),
+                        seed, ref))
+        return out
+    return train(args, lambda: Scorer(args.hidden), warm_start, inputs, "fcfs", ENV_ID,
+                 {"slots": args.slots})
+
+
+def train(args, new_model, warm, inputs, ref: str, env_id: str, extra: dict,
+          view=split_obs) -> Path:
+    """The training run: the model (``new_model()``, or ``--init``'s), ``warm(model, args,
+    rng, opt)`` unless continuing, then ``args.iterations`` PPO iterations (``iteration``) on
+    ``inputs(it, n, rng)`` (env, seed, summary of ``ref``) with the episode-length curriculum
+    and the annealed entropy bonus, until ``--max-minutes``; ``save`` at the end."""
     if args.rollouts < 2:
         raise SystemExit("--rollouts must be >= 2 (the baseline is the other episodes' mean)")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = load(args.init).train() if args.init else Scorer(args.hidden)
+    model = load(args.init).train() if args.init else new_model()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = time.perf_counter()
     # a continued run's JSON carries on its predecessor's: stages, wall time, curve
@@ -264,11 +301,10 @@ def main(argv=None) -> Path:
             {"stages": [], "wall_s": 0.0, "curve": [], "bc_accuracy": None})
     bc_acc = prev["bc_accuracy"]
     if not args.init:
-        bc_acc = warm_start(model, args, rng, opt)
+        bc_acc = warm(model, args, rng, opt)
         print(f"warm start: {args.bc_episodes} heuristic episodes, accuracy {bc_acc:.3f}",
               flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)  # fresh moments for PPO
-    names = args.workloads.split(",")
     curve = prev["curve"]
     for it in range(args.iterations):
         if time.perf_counter() - start > 60 * args.max_minutes:
@@ -276,36 +312,51 @@ def main(argv=None) -> Path:
         frac = it / max(args.iterations - 1, 1)
         n = round(args.n_start + (args.n_end - args.n_start) * min(1.0, 2 * frac))
         ent_coef = args.ent_start * (1 - frac)
-        picks, adv, rel = [], [], []
-        for j in range(args.inputs):
-            name = names[(it * args.inputs + j) % len(names)]
-            split = SPLITS[name]
-            workload, seed = split.window(split.train_start(rng), n), int(rng.integers(2**31))
-            ref = fcfs_summary(workload, split, seed)
-            env = make_env(workload, split, args, args.theta / ref["ttlt"]["mean"])
-            choose = sampler(model, np.random.default_rng([args.seed, it, j]))
-            episodes = [play(env, seed, choose) for _ in range(args.rollouts)]
-            env.close()
-            picks += [p for ep in episodes for p in ep[0]]
-            adv.append(input_driven_advantages(episodes))
-            for ep in episodes:
-                got = ep[3].summary()["ttlt"]
-                rel.append([got["mean"] / ref["ttlt"]["mean"] - 1,
-                            got["p99"] / ref["ttlt"]["p99"] - 1])
-        stats = ppo_update(model, opt, picks, np.concatenate(adv), ent_coef, args, rng) \
-            if picks else {}
-        rel = np.mean(rel, axis=0)
-        curve.append({"iteration": len(curve), "n": n, "decisions": len(picks),
-                      "wall_s": round(prev["wall_s"] + time.perf_counter() - start, 1),
-                      "ttlt_mean_vs_fcfs": float(rel[0]), "ttlt_p99_vs_fcfs": float(rel[1]),
-                      **{k: float(v) for k, v in stats.items()}})
-        print(f"it {it:4d} n={n} decisions={len(picks):5d} mean {100 * rel[0]:+6.1f}% "
-              f"p99 {100 * rel[1]:+6.1f}% vs fcfs  ent {stats.get('entropy', 0):.3f}", flush=True)
+        curve.append({"iteration": len(curve), "n": n,
+                      **iteration(model, opt, inputs(it, n, rng), ent_coef, args, rng, it, ref,
+                                  view),
+                      "wall_s": round(prev["wall_s"] + time.perf_counter() - start, 1)})
+        report_progress(curve[-1], ref)
+    return save(model, args, prev, bc_acc, curve, start, env_id, extra)
+
+
+def iteration(model, opt, inputs, ent_coef, args, rng, it, ref: str, view=split_obs) -> dict:
+    """One PPO iteration: ``args.rollouts`` sampled episodes on each input (env, seed,
+    summary of the reference ``ref`` on it), input-driven advantages, ``ppo_update``; the
+    curve entry (the episodes' mean and P99 TTLT relative to the reference's, the update's
+    statistics)."""
+    picks, adv, rel = [], [], []
+    for j, (env, seed, base) in enumerate(inputs):
+        choose = sampler(model, np.random.default_rng([args.seed, it, j]))
+        episodes = [play(env, seed, choose, view) for _ in range(args.rollouts)]
+        env.close()
+        picks += [p for ep in episodes for p in ep[0]]
+        adv.append(input_driven_advantages(episodes))
+        for ep in episodes:
+            got = ep[3].summary()["ttlt"]
+            rel.append([got["mean"] / base["ttlt"]["mean"] - 1,
+                        got["p99"] / base["ttlt"]["p99"] - 1])
+    stats = ppo_update(model, opt, picks, np.concatenate(adv), ent_coef, args, rng) if picks else {}
+    rel = np.mean(rel, axis=0)
+    return {"decisions": len(picks), f"ttlt_mean_vs_{ref}": float(rel[0]),
+            f"ttlt_p99_vs_{ref}": float(rel[1]), **{k: float(v) for k, v in stats.items()}}
+
+
+def report_progress(entry: dict, ref: str) -> None:
+    print(f"it {entry['iteration']:4d} n={entry['n']} decisions={entry['decisions']:5d} mean "
+          f"{100 * entry[f'ttlt_mean_vs_{ref}']:+6.1f}% "
+          f"p99 {100 * entry[f'ttlt_p99_vs_{ref}']:+6.1f}% vs {ref}  "
+          f"ent {entry.get('entropy', 0):.3f}", flush=True)
+
+
+def save(model, args, prev, bc_acc, curve, start, env_id: str, extra: dict) -> Path:
+    """Write the checkpoint (weights, sizes, ``extra``) and the run's JSON (arguments of
+    every stage, warm-start accuracy, wall time, learning curve) to ``args.out``."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "hidden": model.net[0].out_features,
-                "slots": args.slots}, args.out)
+                "nf": model.nf, "ng": model.ng, **extra}, args.out)
     stage = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    meta = {"env_id": ENV_ID, "args": stage, "stages": prev["stages"] + [stage],
+    meta = {"env_id": env_id, "args": stage, "stages": prev["stages"] + [stage],
             "bc_accuracy": bc_acc,
             "wall_s": round(prev["wall_s"] + time.perf_counter() - start, 1), "curve": curve}
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -316,21 +367,19 @@ def main(argv=None) -> Path:
 def load(path: Path = CHECKPOINTS / "ppo_scoring.pt") -> Scorer:
     """The trained scorer of ``path`` (eval mode)."""
     ckpt = torch.load(path, map_location="cpu")
-    model = Scorer(ckpt["hidden"])
+    model = Scorer(ckpt["hidden"], ckpt.get("nf", NF), ckpt.get("ng", NG))
     model.load_state_dict(ckpt["state_dict"])
-    model.slots = ckpt["slots"]
+    model.slots = ckpt.get("slots")  # Serve-v0's; None for a router
     return model.eval()
 
 
-def act(model):
+def act(model, view=split_obs):
     """``act(env, obs)`` for ``baselines.common.run_episode``: the greedy legal choice."""
     choose = greedy(model)
 
     def act_(env, obs):
-        mask = env.action_masks()
-        if mask.sum() == 1:
-            return int(np.flatnonzero(mask)[0])
-        return choose(*split_obs(obs, mask, env.slots))[0]
+        choice = view(env, obs)
+        return int(np.flatnonzero(env.action_masks())[0]) if choice is None else choose(*choice)[0]
     return act_
 
 

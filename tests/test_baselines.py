@@ -155,3 +155,27 @@ def test_held_out_windows_never_overlap_training_windows():
             assert hi - 1 + evaluate.WINDOW <= min(split.eval_starts)
         else:  # hours start_h .. start_h + 0.05 of the data's day
             assert hi + 0.05 <= min(split.eval_starts)
+
+
+TINY_ROUTING = ["--iterations", "2", "--inputs", "2", "--rollouts", "2", "--n-start", "20",
+                "--n-end", "30", "--bc-episodes", "2", "--bc-epochs", "2", "--seed", "3"]
+
+
+def test_routing_training_and_its_quick_evaluation(tmp_path):
+    from baselines import evaluate_routing, ppo_routing
+    from tailgym.envs.serve_route import REPLICA_FEATURES
+    path = ppo_routing.main(TINY_ROUTING + ["--out", str(tmp_path / "router.pt")])
+    model = ppo_scoring.load(path)
+    assert (model.nf, model.slots) == (len(REPLICA_FEATURES), None)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["env_id"] == ppo_routing.ENV_ID and [c["n"] for c in meta["curve"]] == [20, 30]
+    assert all(np.isfinite(c["ttlt_p99_vs_weighted"]) for c in meta["curve"])
+    out = tmp_path / "routing.json"
+    assert evaluate_routing.main(["--quick", "--json", str(out), "--checkpoint", str(path),
+                                  "--out", str(tmp_path / "routing.md")]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["best_router"] in doc["methods"] and not (tmp_path / "routing.md").exists()
+    assert {n for n, row in doc["methods"].items() if row["learned"]} == {evaluate_routing.LEARNED}
+    for row in doc["methods"].values():
+        assert set(row) >= {"vs_best_router", "vs_least_outstanding", "ttlt_p99"}
+        assert 0 < row["ttlt_p50"] <= row["ttlt_p99"]
