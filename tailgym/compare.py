@@ -11,11 +11,13 @@ columns, else the sweep starts from the policy's defaults.
 Every cell (one policy column, load and seed) is stored atomically in ``OUT/cells/<key>``
 (``.json`` summary, ``.npz`` per-request latencies) under a hash of everything that defines
 the simulation, so re-running a grid skips finished cells and a killed run loses only the
-cells in flight. The cache is keyed on the inputs, not on the code: after changing the
-simulator, use a fresh ``OUT``. ``OUT/results.csv`` has a row per cell, ``summary.csv`` a
-row per policy column and load (mean over seeds, its 95% interval ``_lo``/``_hi`` and the
-``_min``/``_max`` over seeds), ``ranking.csv`` a row per policy column and load of the ranked
-table, with the paired 95% interval of its difference from the reference (``tailgym.stats``).
+cells in flight, whether they ran in worker processes or as Ray tasks (``backend="ray"``: a
+local Ray or a cluster; the results come back to be stored here, the same bytes). The cache
+is keyed on the inputs, not on the code: after changing the simulator, use a fresh ``OUT``.
+``OUT/results.csv`` has a row per cell, ``summary.csv`` a row per policy column and load
+(mean over seeds, its 95% interval ``_lo``/``_hi`` and the ``_min``/``_max`` over seeds),
+``ranking.csv`` a row per policy column and load of the ranked table, with the paired 95%
+interval of its difference from the reference (``tailgym.stats``).
 
 Python API: ``parse_policies``, ``parse_sweep``, ``expand_sweeps``, ``make_grid`` (``Cell``
 objects), ``run_cell``, ``run_grid``, ``aggregate``, ``ranking``, ``write_csv``,
@@ -28,6 +30,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import textwrap
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -251,18 +254,28 @@ def cell_paths(out_dir, cell: Cell) -> tuple[Path, Path]:
     return stem.with_suffix(".json"), stem.with_suffix(".npz")
 
 
-def _store_cell(cell: Cell, out_dir) -> None:
-    """Run ``cell`` and write its files, the ``.json`` last (it marks the cell done)."""
+def _simulate_cell(cell: Cell) -> tuple[dict, dict[str, np.ndarray], float]:
+    """``run_cell``, with a failure on the cell's input as a ``CompareError`` naming it."""
     try:
-        row, latencies, wall = run_cell(cell)
+        return run_cell(cell)
     except (ValueError, DataError) as err:
         raise CompareError(f"{cell.describe()}: {err}") from err
+
+
+def _store(cell: Cell, out_dir, result) -> None:
+    """Write the cell's ``run_cell`` result, the ``.json`` last (it marks the cell done)."""
+    row, latencies, wall = result
     summary_path, npz_path = cell_paths(out_dir, cell)
     buf = io.BytesIO()
     np.savez(buf, **latencies)
     _write_atomic(npz_path, buf.getvalue())
     record = {"cell": cell.describe(), "row": row, "wall_s": wall}
     _write_atomic(summary_path, json.dumps(record, indent=1).encode())
+
+
+def _store_cell(cell: Cell, out_dir) -> None:
+    """Simulate ``cell`` and store it (the process backend's job, in a worker)."""
+    _store(cell, out_dir, _simulate_cell(cell))
 
 
 def load_row(out_dir, cell: Cell) -> dict:
@@ -294,17 +307,70 @@ def _execute(todo: list[Cell], out_dir, processes: int, done) -> None:
                 f.cancel()
 
 
-def run_grid(cells: list[Cell], out_dir, processes: int = 1, progress: bool = False) -> list[dict]:
-    """Run the cells not yet stored in ``out_dir`` (``processes`` > 1: in worker processes)
-    and return every cell's row in grid order."""
+def import_ray():
+    """The ``ray`` module, or a ``CompareError`` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise CompareError("--backend ray needs Ray: pip install 'tailgym[ray]'") from None
+    return ray
+
+
+def _execute_ray(todo: list[Cell], out_dir, processes: int, done, address: str | None) -> None:
+    """Simulate ``todo`` as Ray tasks of one CPU each, on the cluster at ``address`` or else on
+    a local Ray of ``processes`` CPUs (unless Ray is already initialized), storing each result
+    here as it arrives. The workers get this process's data and download directories."""
+    ray = import_ray()
+    if not todo:
+        return
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or "local", num_cpus=None if address else processes,
+                 include_dashboard=False, logging_level=logging.ERROR)
+    env = {k: os.environ[k] for k in ("TAILGYM_DATA_DIR", "TAILGYM_CACHE_DIR") if k in os.environ}
+    task = ray.remote(_simulate_cell).options(num_cpus=1, runtime_env={"env_vars": env})
+    cells = {task.remote(c): c for c in todo}
+    pending = list(cells)
+    try:
+        while pending:
+            [ref], pending = ray.wait(pending)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError as err:
+                if isinstance(err.cause, CompareError):
+                    raise err.cause from None
+                raise
+            _store(cells[ref], out_dir, result)
+            done()
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+        if started:
+            ray.shutdown()
+
+
+BACKENDS = ("process", "ray")
+
+
+def run_grid(cells: list[Cell], out_dir, processes: int = 1, progress: bool = False,
+             backend: str = "process", ray_address: str | None = None) -> list[dict]:
+    """Run the cells not yet stored in ``out_dir`` and return every cell's row in grid order.
+    ``backend`` "process": ``processes`` > 1 runs them in worker processes; "ray": as Ray
+    tasks (see ``_execute_ray``; ``ray_address``: an existing cluster). Same stored files
+    either way, so a grid started with one backend resumes with the other."""
     from tqdm import tqdm
     if processes < 1:
         raise CompareError(f"--processes must be >= 1, got {processes}")
+    if backend not in BACKENDS:
+        raise CompareError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     (Path(out_dir) / "cells").mkdir(parents=True, exist_ok=True)
     todo = list({c.key(): c for c in cells if not cell_paths(out_dir, c)[0].exists()}.values())
     with tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="compare",
               disable=not progress) as bar:
-        _execute(todo, out_dir, processes, bar.update)
+        if backend == "ray":
+            _execute_ray(todo, out_dir, processes, bar.update, ray_address)
+        else:
+            _execute(todo, out_dir, processes, bar.update)
     return [load_row(out_dir, c) for c in cells]
 
 

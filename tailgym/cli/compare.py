@@ -12,11 +12,11 @@ HELP = ("the main job: rank policies by their latency tails over loads and seeds
         "write CSVs and plots")
 DESCRIPTION = (
     "Rank scheduling policies by their latency tails on one workload and engine: every policy "
-    "column at every load and seed, in parallel processes. Prints a table per load, best first, "
-    "with 95% intervals over seeds, and writes OUT/results.csv (a row per run), OUT/summary.csv "
-    "(a row per policy and load), OUT/ranking.csv (the ranked table with its intervals) and "
-    "plots. With no options: the main policies on the offline default workload at loads "
-    "around the knee, three seeds.")
+    "column at every load and seed, in parallel processes (or Ray tasks: --backend ray). "
+    "Prints a table per load, best first, with 95% intervals over seeds, and writes "
+    "OUT/results.csv (a row per run), OUT/summary.csv (a row per policy and load), "
+    "OUT/ranking.csv (the ranked table with its intervals) and plots. With no options: the "
+    "main policies on the offline default workload at loads around the knee, three seeds.")
 EPILOG = (
     "Policy syntax: NAME or NAME:KNOB=VALUE:KNOB=VALUE (e.g. uniboost:gamma=10:k=256), "
     "comma-separated; `tailgym policies` lists the knobs. --sweep POLICY.KNOB=V1,V2,... adds "
@@ -53,7 +53,16 @@ def add_arguments(p) -> None:
     common.add_engine_arguments(p)
     common.add_report_arguments(p)
     p.add_argument("--processes", type=common.positive_int, default=os.cpu_count() or 1,
-                   help="worker processes (default: CPU count; 1 = in this process)")
+                   help="worker processes (default: CPU count; 1 = in this process); with "
+                        "--backend ray, the CPUs of the local Ray")
+    p.add_argument("--backend", choices=grid.BACKENDS, default="process",
+                   help="process: worker processes on this machine; ray: one Ray task per "
+                        "run, on a local Ray or the cluster at --ray-address, results stored "
+                        "under --out here (needs pip install 'tailgym[ray]'; default: process)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster of --backend ray: auto (the cluster `ray start` began "
+                        "on this machine, or $RAY_ADDRESS), HOST:6379, or ray://HOST:10001 "
+                        "(Ray Client) (default: a local Ray of --processes CPUs)")
     p.add_argument("--out", default="tailgym-compare",
                    help="output folder, reused to resume (default: tailgym-compare)")
     p.add_argument("--metric", action="append", choices=grid.METRICS,
@@ -109,6 +118,10 @@ def _notes(rows: list[dict], summary: list[dict]) -> None:
 
 
 def run(args) -> int:
+    if args.backend == "ray":
+        grid.import_ray()  # a missing Ray is said now, not after the compile
+    elif args.ray_address:
+        raise common.CLIError("--ray-address needs --backend ray")
     metrics = tuple(dict.fromkeys(args.metric or grid.TABLE_METRICS))
     out = Path(args.out)
     common.check_columns(args.workload, args.columns)
@@ -127,7 +140,8 @@ def run(args) -> int:
                            warmup_s=args.warmup_s, on_unfit=args.on_unfit,
                            columns=args.columns or "")
     common.ensure_compiled(args.quiet)
-    rows = grid.run_grid(cells, out, args.processes, progress=not args.quiet)
+    rows = grid.run_grid(cells, out, args.processes, progress=not args.quiet,
+                         backend=args.backend, ray_address=args.ray_address)
     summary = grid.aggregate(rows)
     ranked = grid.ranking(rows, summary, args.rank_by, args.vs)
     written = [grid.write_csv(rows, out / "results.csv"),
