@@ -158,12 +158,23 @@ def test_the_compile_notice_comes_once_before_the_wait(monkeypatch, capsys):
     assert common.engine_cached()  # compiled (or loaded) by the earlier tests
     monkeypatch.setattr(run_engine._cache._cache_file, "_load_index", lambda: {})
     assert not common.engine_cached()  # the numba internals it reads are where it expects
-    monkeypatch.setattr(common, "engine_cached", lambda: False)
+    monkeypatch.setattr(common, "engine_cached", lambda fleet=False: False)
     assert main(["run", "--workload", "default:n=60"]) == 0
     err = capsys.readouterr().err
     assert err.count("compiling the numba engine") == 1 and "about 45 s" in err
     assert err.index("compiling") < err.index("compiled in")
     assert main(["run", *SMALL]) == 0 and "compiling" not in capsys.readouterr().err
+
+
+def test_a_fleet_run_warms_the_fleet_loop_behind_the_notice(monkeypatch, capsys):
+    from tailgym.fleet.core import run_fleet
+    asked = []
+    monkeypatch.setattr(common, "engine_cached", lambda fleet=False: asked.append(fleet))
+    assert main(["run", "--workload", "default:n=60", "--replicas", "2"]) == 0
+    assert asked == [True] and "compiling the numba engine" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(run_fleet._cache._cache_file, "_load_index", lambda: {})
+    assert not common.engine_cached(fleet=True) and common.engine_cached()
 
 
 @pytest.mark.parametrize("argv", [["run", "--workload", "default:n=60"], ["policies"]])

@@ -309,20 +309,24 @@ def check_columns(workload: str, columns: str | None) -> None:
 
 # ------------------------------------------------------------------------- compiling
 
-def engine_cached() -> bool:
-    """Whether numba's on-disk cache holds the compiled engine (else the first simulation
-    compiles it). Reads numba's cache index; if numba's internals differ, assumes cached."""
+def engine_cached(fleet: bool = False) -> bool:
+    """Whether numba's on-disk cache holds the compiled engine (and, with ``fleet``, the
+    fleet loop); else the first simulation compiles it. Reads numba's cache index; if
+    numba's internals differ, assumes cached."""
     from ..engine.step import run_engine
+    from ..fleet.core import run_fleet
     try:
-        return bool(run_engine._cache._cache_file._load_index())
+        return all(bool(f._cache._cache_file._load_index())
+                   for f in ((run_engine, run_fleet) if fleet else (run_engine,)))
     except (AttributeError, OSError):
         return True
 
 
-def ensure_compiled(quiet: bool = False) -> None:
-    """Compile the numba engine now if it is not cached, saying so first and how long it took,
-    so that no later wait (or progress bar's estimate) includes it."""
-    if engine_cached():
+def ensure_compiled(quiet: bool = False, fleet: bool = False) -> None:
+    """Compile the numba engine (and, with ``fleet``, the fleet loop) now if it is not
+    cached, saying so first and how long it took, so that no later wait (or progress bar's
+    estimate) includes it."""
+    if engine_cached(fleet):
         return
     from ..sim import simulate
     from ..workload import load_workload
@@ -331,7 +335,7 @@ def ensure_compiled(quiet: bool = False) -> None:
         f"on a quiet 2-core machine, longer on a busy one; later runs load it from disk in "
         f"about a second)...")
     start = time.perf_counter()
-    simulate(load_workload("default:n=20"))
+    simulate(load_workload("default:n=20"), **({"replicas": 2} if fleet else {}))
     say(f"tailgym: compiled in {time.perf_counter() - start:.0f} s")
 
 

@@ -48,7 +48,7 @@ def run(args) -> int:
         common.check_loads([args.load])
     fleet = common.fleet_options(args)
     gpu = {} if isinstance(fleet.get("replicas"), dict) else {"gpu": args.gpu}  # groups: theirs
-    common.ensure_compiled(args.quiet)
+    common.ensure_compiled(args.quiet, fleet=bool(fleet))
     report = simulate(
         args.workload, args.policy, model=args.model, **gpu, seed=args.seed, rate=args.rate,
         rate_scale=args.rate_scale, load=args.load,

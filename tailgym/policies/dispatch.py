@@ -26,7 +26,7 @@ UNSCORED = 2.0  # EXTERNAL: priority of a request nobody scored (agent scores li
 GAMMA_POLICIES = (GAMMA_BOOST_ORACLE, UNIBOOST, UNIBOOST_DIST, GITTINS_TAIL)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def priority(pid, params, pstate, hint, rf, ri, i, now):
     if pid == FCFS:
         return fcfs.priority(rf, ri, i, now, params)
@@ -53,7 +53,7 @@ def priority(pid, params, pstate, hint, rf, ri, i, now):
     raise ValueError("unknown policy id")
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def next_change(pid, params, ri, i):
     """Generated tokens before which request ``i``'s priority, just computed, stays the same
     (0: it may change after any step); spares recomputing it every step."""

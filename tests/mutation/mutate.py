@@ -115,8 +115,8 @@ def run_tests(scratch: Path, tests: list[str], env: dict, timeout: float) -> tup
     """``passed``, ``failed`` (a test failed or errored), ``timeout`` or ``error`` (pytest
     could not run them), and the wall time."""
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q", "--no-header",
-           *tests]
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-x", "-q",
+           "--no-header", *tests]  # -n 0: one process (mutants may run side by side)
     try:
         r = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True,
                            timeout=timeout)
