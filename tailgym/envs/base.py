@@ -123,6 +123,23 @@ def interval_costs(out: np.ndarray) -> dict:
             "slo_excess": float(out[IV_EXCESS]), "slo_violations": int(out[IV_MISSES])}
 
 
+def kv_picture(draw) -> np.ndarray:
+    """A small two-panel figure, ``draw(top, bottom)`` filling it (the bottom panel shows
+    KV use, 0 to 1), as an (H, W, 3) uint8 picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3), dpi=80)
+    canvas = FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    draw(top, bottom)
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("KV used")
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 class ServingEnv(gym.Env):
     """Base of the serving environments: one simulated engine serving a workload.
 
@@ -334,23 +351,15 @@ class ServingEnv(gym.Env):
 
     def _render_rgb(self) -> np.ndarray:
         """Queue lengths and KV occupancy over the episode, as an (H, W, 3) uint8 picture."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
         if not self._history:
             self._record()
         h = np.array(self._history, dtype=np.float64)
-        fig = Figure(figsize=(4, 3), dpi=80)
-        canvas = FigureCanvasAgg(fig)
-        top, bottom = fig.subplots(2, 1, sharex=True)
-        for col, label in ((1, "waiting"), (2, "running"), (3, "swapped")):
-            top.step(h[:, 0], h[:, col], where="post", label=label)
-        top.set_ylabel("requests")
-        top.legend(fontsize=6, loc="upper left")
-        bottom.fill_between(h[:, 0], h[:, 4], step="post", alpha=0.6)
-        bottom.set_ylim(0, 1)
-        bottom.set_ylabel("KV used")
-        bottom.set_xlabel("simulated s")
-        fig.tight_layout()
-        canvas.draw()
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+        def draw(top, bottom):
+            for col, label in ((1, "waiting"), (2, "running"), (3, "swapped")):
+                top.step(h[:, 0], h[:, col], where="post", label=label)
+            top.set_ylabel("requests")
+            top.legend(fontsize=6, loc="upper left")
+            bottom.fill_between(h[:, 0], h[:, 4], step="post", alpha=0.6)
+            bottom.set_xlabel("simulated s")
+        return kv_picture(draw)

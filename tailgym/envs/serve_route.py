@@ -44,7 +44,7 @@ from ..fleet.routers import SIG_KV, SIG_OUTSTANDING, SIG_QUEUED, SIG_TOKENS, rou
 from ..fleet.sim import ENGINE_KNOBS, build_fleet
 from ..metrics import Report
 from .base import (IV_COLS, IV_LO, LOG_HIGH, REWARDS, check_options, interval_costs,
-                   interval_stats)
+                   interval_stats, kv_picture)
 
 REQUEST_FEATURES = ("prompt_tokens", "gap_s")
 REPLICA_FEATURES = ("outstanding", "queued", "kv_use", "tokens", "cached_prefix", "ttft_s",
@@ -267,20 +267,11 @@ class ServeRouteEnv(gym.Env):
 
     def _render_rgb(self) -> np.ndarray:
         """Outstanding requests and KV use per replica, as an (H, W, 3) uint8 picture."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        sig, x = self._view(), np.arange(self.n_replicas)
 
-        sig = self._view()
-        fig = Figure(figsize=(4, 3), dpi=80)
-        canvas = FigureCanvasAgg(fig)
-        top, bottom = fig.subplots(2, 1, sharex=True)
-        x = np.arange(self.n_replicas)
-        top.bar(x, sig[:, SIG_OUTSTANDING])
-        top.set_ylabel("outstanding")
-        bottom.bar(x, sig[:, SIG_KV])
-        bottom.set_ylim(0, 1)
-        bottom.set_ylabel("KV used")
-        bottom.set_xlabel("replica")
-        fig.tight_layout()
-        canvas.draw()
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        def draw(top, bottom):
+            top.bar(x, sig[:, SIG_OUTSTANDING])
+            top.set_ylabel("outstanding")
+            bottom.bar(x, sig[:, SIG_KV])
+            bottom.set_xlabel("replica")
+        return kv_picture(draw)
