@@ -155,7 +155,8 @@ def test_help_lists_values_and_defaults(capsys):
 
 def test_the_compile_notice_comes_once_before_the_wait(monkeypatch, capsys):
     from tailgym.engine.step import run_engine
-    assert common.engine_cached()  # compiled (or loaded) by the earlier tests
+    assert main(["run", *SMALL]) == 0  # compiles the engine or loads it from disk
+    assert common.engine_cached()
     monkeypatch.setattr(run_engine._cache._cache_file, "_load_index", lambda: {})
     assert not common.engine_cached()  # the numba internals it reads are where it expects
     monkeypatch.setattr(common, "engine_cached", lambda fleet=False: False)
