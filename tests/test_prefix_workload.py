@@ -104,6 +104,23 @@ def test_operations_keep_prefix_content():
     assert d == {"hash_block_tokens": 512, "block_refs": 7, "repeat_share": pytest.approx(1 / 7)}  # request 1's [1]
 
 
+def test_superpose_copies_are_disjoint_tenants_at_the_summed_rate():
+    w = prefixed([[1, 2], [1], [5, 6, 7], [8]], [600, 10, 1100, 3], arrival=[0.0, 1.0, 2.0, 3.0])
+    s = w.superpose(3, seed=4)
+    assert len(s) == 12 and s.arrival_s[0] == 0 and (np.diff(s.arrival_s) >= 0).all()
+    assert s.duration_s < 4.0  # three copies share one period of 4 s (3 s plus a mean gap)
+    assert sorted(s.prompt_tokens.tolist()) == sorted(w.prompt_tokens.tolist() * 3)
+    rows = [tuple(s.hash_ids[a:b]) for a, b in zip(s.hash_offsets, s.hash_offsets[1:])]
+    # each copy's rows are the original rows with its ids shifted by copy x (max id + 1)
+    assert sorted(rows) == sorted(tuple(x + 9 * c for x in r) for c in range(3)
+                                  for r in ((1, 2), (1,), (5, 6, 7), (8,)))
+    assert s.fingerprint() == w.superpose(3, seed=4).fingerprint() != w.superpose(3, seed=5).fingerprint()
+    one = w.superpose(1, seed=4)  # a circular window: the same requests in a rotated order
+    assert sorted(one.hash_ids.tolist()) == sorted(w.hash_ids.tolist())
+    with pytest.raises(WorkloadError, match="copies must be an integer >= 1"):
+        w.superpose(0, seed=0)
+
+
 def test_repeat_share_counts_chains_not_bare_ids():
     # id 1 at position 1 after 2 is not the block 1 at position 0
     w = prefixed([[1, 2], [2, 1], [2, 1, 3]], [1000, 1000, 1100])

@@ -235,13 +235,38 @@ class Workload:
         w = self.take(np.arange(start, min(start + n, len(self))))
         return w.with_arrivals(w.arrival_s - w.arrival_s[0])
 
-    def take(self, idx: np.ndarray) -> Workload:
-        """Requests ``idx`` (an index array; must keep arrivals sorted) with all their data."""
+    def take(self, idx: np.ndarray, arrival_s: np.ndarray | None = None,
+             id_shift: np.ndarray | None = None) -> Workload:
+        """Requests ``idx`` (an index array; must keep arrivals sorted, or give the new sorted
+        ``arrival_s``) with all their data; ``id_shift`` (per taken row) is added to its
+        prefix ids."""
         arrays = ("arrival_s", "prompt_tokens", "output_tokens", "labels", "source_rows", "hashed_tokens")
         cut = {f: getattr(self, f)[idx] for f in arrays if getattr(self, f) is not None}
+        if arrival_s is not None:
+            cut["arrival_s"] = arrival_s
         if self.has_prefix:
             cut["hash_offsets"], cut["hash_ids"] = ragged_take(self.hash_offsets, self.hash_ids, idx)
+            if id_shift is not None:
+                cut["hash_ids"] = cut["hash_ids"] + np.repeat(id_shift, np.diff(cut["hash_offsets"]))
         return dataclasses.replace(self, **cut)
+
+    def superpose(self, copies: int, seed: int) -> Workload:
+        """``copies`` independent tenants of this workload served together, for fleets larger
+        than one trace: copy c is the workload shifted by a random phase (seeded) around its
+        period (duration plus one mean gap, so each copy still covers it once), its prefix ids
+        offset so copies share no content. Sorted by arrival, the first at 0; same total
+        rate shape, ``copies`` times the rate. ``copies=1`` is a seeded circular window."""
+        if not is_count(copies):
+            raise WorkloadError(f"{self.name}: copies must be an integer >= 1, got {copies!r}")
+        n = len(self)
+        period = self.duration_s * n / (n - 1) if n > 1 and self.duration_s > 0 else 1.0
+        phase = np.random.default_rng(seed).uniform(0.0, period, copies)
+        copy = np.repeat(np.arange(copies), n)
+        idx = np.tile(np.arange(n), copies)
+        t = (self.arrival_s[idx] - self.arrival_s[0] + phase[copy]) % period
+        order = np.argsort(t, kind="stable")
+        shift = copy[order] * (int(self.hash_ids.max()) + 1 if self.has_prefix else 0)
+        return self.take(idx[order], arrival_s=t[order] - t[order[0]], id_shift=shift)
 
     def fingerprint(self) -> str:
         """sha256 hex digest of the arrival, token, label and prefix data (for caches)."""
