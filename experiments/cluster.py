@@ -174,11 +174,10 @@ def ordering_table(rows, metric: str) -> str:
 
 
 def spread(data, keys):
-    """Worst vs best of ``keys`` (by mean), paired: (worst, best, interval)."""
+    """Paired interval of the worst of ``keys`` vs the best (by mean)."""
     keys = [k for k in keys if k in data]
     mean = {k: np.mean(list(data[k].values())) for k in keys}
-    worst, best = max(keys, key=mean.get), min(keys, key=mean.get)
-    return worst, best, paired(data, worst, best)
+    return paired(data, max(keys, key=mean.get), min(keys, key=mean.get))
 
 
 def spread_table(rows, metric: str) -> str:
@@ -197,7 +196,7 @@ def spread_table(rows, metric: str) -> str:
         cells = []
         for fixed, varied, make in ((policies, routers, lambda p, r: (w, n, load, p, r)),
                                     (routers, policies, lambda r, p: (w, n, load, p, r))):
-            ivs = [spread(data, [make(f, v) for v in varied])[2] for f in fixed]
+            ivs = [spread(data, [make(f, v) for v in varied]) for f in fixed]
             top = max(ivs, key=lambda iv: iv.estimate)
             cells += [f"{100 * np.median([iv.estimate for iv in ivs]):+.0f}%", fmt(top),
                       f"{sum(iv.real for iv in ivs)}/{len(ivs)}"]
@@ -243,7 +242,7 @@ def mean_table(rows, column: str, what: str) -> str:
 def plot(rows, path: Path, metric: str, lines_of: str, fixed: str) -> None:
     """``metric`` vs load; a panel per workload (rows) and fleet size (columns); a line per
     router (``lines_of="router"``, policy ``fixed``) or per policy (router ``fixed``); the
-    single engine's ``fixed`` or uniboost as a dashed black line."""
+    single engine dashed (of policy ``fixed`` in black, or of each policy in its colour)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
