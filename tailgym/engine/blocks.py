@@ -22,8 +22,8 @@ request and ``s[S_FREE_BLOCKS]``. With it, blocks have identities, as in vLLM's 
   from the first block and stops at the first miss, capped at ``num_tokens - 1`` tokens.
 """
 import numpy as np
-from numba import njit
 
+from ..jit import allocating, kernel
 from .layout import (BLOCKS, C_BLOCK_SIZE, C_GPU_BLOCKS, C_PREFIX, CACHED_BLOCKS, GENERATED,
                      PROMPT, ROW, S_FREE_BLOCKS)
 
@@ -65,7 +65,7 @@ def new_pool(num_gpu_blocks: int, rows: int, max_blocks: int, key_off, keys, pre
             np.ascontiguousarray(keys, dtype=np.int64))
 
 
-@njit(cache=True, inline="always")
+@kernel
 def key_of(kv, i, k):
     key_off, keys = kv[4], kv[5]
     j = key_off[i] + k
@@ -74,7 +74,7 @@ def key_of(kv, i, k):
     return -(i * IMPLICIT_SHIFT + k) - 1
 
 
-@njit(cache=True, inline="always")
+@kernel
 def _slot(ht, key):
     x = key ^ (key >> 31)
     x *= -7046029254386353131
@@ -82,7 +82,7 @@ def _slot(ht, key):
     return x & (ht.shape[0] - 1)
 
 
-@njit(cache=True)
+@kernel
 def ht_find(ht, key):
     """Table slot of ``key``, or -1."""
     mask = ht.shape[0] - 1
@@ -94,7 +94,7 @@ def ht_find(ht, key):
     return NONE
 
 
-@njit(cache=True)
+@kernel
 def _ht_delete(ht, p):
     """Remove slot ``p`` (linear probing, backward-shift deletion)."""
     mask = ht.shape[0] - 1
@@ -105,14 +105,15 @@ def _ht_delete(ht, p):
             break
         home = _slot(ht, ht[q, H_KEY])
         if (q - home) & mask >= (q - p) & mask:  # q may move into the hole at p
-            ht[p] = ht[q]
+            for c in range(3):
+                ht[p, c] = ht[q, c]
             p = q
     ht[p, H_KEY] = NO_KEY
     ht[p, H_FIRST] = NONE
     ht[p, H_LAST] = NONE
 
 
-@njit(cache=True)
+@kernel
 def give_key(kv, b, key):
     """Register block ``b`` under ``key`` (after the blocks already there)."""
     blk, ht = kv[0], kv[1]
@@ -136,7 +137,7 @@ def give_key(kv, b, key):
     ht[p, H_LAST] = b
 
 
-@njit(cache=True)
+@kernel
 def drop_key(kv, b):
     """Evict block ``b`` from the cache (it keeps no key)."""
     blk, ht = kv[0], kv[1]
@@ -158,14 +159,14 @@ def drop_key(kv, b):
     blk[b, K_KEY] = NO_KEY
 
 
-@njit(cache=True, inline="always")
+@kernel
 def _unlink(blk, b):
     prev, nxt = blk[b, K_PREV], blk[b, K_NEXT]
     blk[prev, K_NEXT] = nxt
     blk[nxt, K_PREV] = prev
 
 
-@njit(cache=True, inline="always")
+@kernel
 def _link_after(blk, a, b):
     nxt = blk[a, K_NEXT]
     blk[a, K_NEXT] = b
@@ -174,7 +175,7 @@ def _link_after(blk, a, b):
     blk[nxt, K_PREV] = b
 
 
-@njit(cache=True, inline="always")
+@kernel
 def _row(kv, ri, i):
     if ri[i, ROW] < 0:
         rows = kv[3]
@@ -183,7 +184,7 @@ def _row(kv, ri, i):
     return ri[i, ROW]
 
 
-@njit(cache=True)
+@kernel
 def lookup(kv, ri, i, num_tokens, bs):
     """Longest cached prefix of request ``i`` (at most ``num_tokens - 1`` tokens): the hit
     blocks and how many of them sit in the free queue (taking them shrinks the free pool)."""
@@ -201,13 +202,13 @@ def lookup(kv, ri, i, num_tokens, bs):
     return hits, evictable
 
 
-@njit(cache=True)
+@kernel
 def match_tokens(kv, ri, i, bs):
     """Prompt tokens the prefix cache would serve request ``i`` (holding no blocks) now."""
     return lookup(kv, ri, i, ri[i, PROMPT] + ri[i, GENERATED], bs)[0] * bs
 
 
-@njit(cache=True)
+@kernel
 def take_hits(kv, ri, s, i, hits):
     """Give request ``i`` (holding no blocks) its first ``hits`` cached blocks."""
     blk, ht, tables = kv[0], kv[1], kv[2]
@@ -223,7 +224,7 @@ def take_hits(kv, ri, s, i, hits):
     ri[i, CACHED_BLOCKS] = hits
 
 
-@njit(cache=True, inline="always")
+@kernel
 def grow(kv, ri, s, cfg_i, i, count):
     """Give request ``i`` ``count`` more blocks from the head of the free queue."""
     if count <= 0:
@@ -245,7 +246,7 @@ def grow(kv, ri, s, cfg_i, i, count):
     s[S_FREE_BLOCKS] -= count
 
 
-@njit(cache=True, inline="always")
+@kernel
 def cache_blocks(kv, ri, cfg_i, i, tokens):
     """Register the full blocks of request ``i`` within its first ``tokens`` tokens."""
     if cfg_i[C_PREFIX] == 0:
@@ -262,7 +263,7 @@ def cache_blocks(kv, ri, cfg_i, i, tokens):
     ri[i, CACHED_BLOCKS] = full
 
 
-@njit(cache=True)
+@kernel
 def release(kv, ri, s, cfg_i, i):
     """Free all GPU blocks of request ``i``, its last block first."""
     held = ri[i, BLOCKS]
@@ -293,7 +294,7 @@ def release(kv, ri, s, cfg_i, i):
     ri[i, CACHED_BLOCKS] = 0
 
 
-@njit(cache=True)
+@kernel
 def exclusive_blocks(kv, ri, cfg_i, i):
     """Blocks that evicting request ``i`` would return to the free pool."""
     if cfg_i[C_PREFIX] == 0 or ri[i, ROW] < 0:
@@ -307,7 +308,7 @@ def exclusive_blocks(kv, ri, cfg_i, i):
     return n
 
 
-@njit(cache=True)
+@allocating
 def pool_consistent(kv, ri, s, cfg_i):
     """Every block's reference count equals the tables that hold it; the free queue holds
     exactly the unreferenced blocks, ``s[S_FREE_BLOCKS]`` of them; keys and map agree."""

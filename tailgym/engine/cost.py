@@ -1,13 +1,12 @@
 """Step-time model inside the engine: the features of a batch and the time they cost
 (the feature set and coefficient layout are documented in ``tailgym.hardware``)."""
-import numpy as np
-from numba import njit
 
 from ..hardware import STEP_KNEE_TOKENS
+from ..jit import kernel
 from .layout import B_CONTEXT, B_DECODE, B_NEW
 
 
-@njit(cache=True, inline="always")
+@kernel
 def _knee(x, tokens):
     """Fill the knee features x[6], x[7] of a step scheduling ``tokens`` tokens."""
     over = max(tokens - STEP_KNEE_TOKENS, 0.0)
@@ -15,7 +14,7 @@ def _knee(x, tokens):
     x[7] = min(tokens, 2.0 * over)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def batch_features(batch, nb, x):
     """Fill ``x`` with the step-time features of the first ``nb`` batch entries (rows
     ``B_*`` of ``layout``): const, prefill tokens, decode sequences, context tokens read,
@@ -37,26 +36,22 @@ def batch_features(batch, nb, x):
     _knee(x, x[1] + x[2])
 
 
-@njit(cache=True, inline="always")
+@kernel
 def step_time(coef, x):
-    """Roofline form: the larger of the compute and memory times of the batch."""
+    """Roofline form: the larger of the compute and memory times of the batch with features
+    ``x`` (an array or a tuple of ``coef.shape[1]`` floats)."""
     compute = 0.0
     memory = 0.0
-    for f in range(x.shape[0]):
+    for f in range(coef.shape[1]):
         compute += coef[0, f] * x[f]
         memory += coef[1, f] * x[f]
     return max(compute, memory)
 
 
-@njit(cache=True)
+@kernel
 def recompute_seconds(coef, tokens):
     """Marginal step time of prefilling ``tokens`` again as one fresh sequence in a step of
     its own (constant term excluded)."""
     c = float(tokens)
-    x = np.zeros(coef.shape[1])
-    x[1] = c
-    x[3] = c
-    x[4] = 0.5 * c * c
-    x[5] = 1.0
-    _knee(x, c)
-    return step_time(coef, x)
+    over = max(c - STEP_KNEE_TOKENS, 0.0)
+    return step_time(coef, (0.0, c, 0.0, c, 0.5 * c * c, 1.0, over, min(c, 2.0 * over)))

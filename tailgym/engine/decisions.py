@@ -28,8 +28,8 @@ requests over time (an episode sums to the total TTLT); ``DF_MISSES`` counts fin
 TTLT above ``DF_SLO``.
 """
 import numpy as np
-from numba import njit
 
+from ..jit import allocating, kernel
 from .blocks import match_tokens
 from .cost import batch_features, step_time
 from .heap import before, heap_head, heap_pop, heap_remove
@@ -115,7 +115,7 @@ def new_decision_state(slots: int, n_requests: int, slo_s: float, work_conservin
             np.zeros(RECENT), np.zeros(max(n_requests, slots + 1), dtype=np.int64))
 
 
-@njit(cache=True)
+@kernel
 def _admission(kv, ri, i, s, cfg_i, d):
     """New tokens and prefix hit blocks if queued request ``i`` were admitted now; 0 tokens
     if it may not be (no chunking and too long for the budget, or not enough free blocks)."""
@@ -127,7 +127,7 @@ def _admission(kv, ri, i, s, cfg_i, d):
     return (n, hits) if short == 0 else (0, 0)
 
 
-@njit(cache=True)
+@kernel
 def _offer_admission(rf, ri, queues, batch, s, cfg_i, kv, d, slots, mask, scratch):
     """Fill the slots with queued requests (swapped heap, then waiting heap, without those
     whose output is still in flight); True if any may be admitted now."""
@@ -156,7 +156,7 @@ def _offer_admission(rf, ri, queues, batch, s, cfg_i, kv, d, slots, mask, scratc
     return any_ok
 
 
-@njit(cache=True)
+@kernel
 def _offer_eviction(rf, ri, queues, s, cfg_i, d, slots, mask, scratch):
     """Fill the slots with running requests, the policy's victim first."""
     n = s[S_N_RUNNING]
@@ -173,14 +173,15 @@ def _offer_eviction(rf, ri, queues, s, cfg_i, d, slots, mask, scratch):
                 b -= 1
             order[b + 1] = i
     k = min(n, slots.shape[0])
-    slots[:k] = order[:k]
+    for p in range(k):
+        slots[p] = order[p]
     slots[k:] = -1
     d[D_NSLOTS] = k
     mask[:] = 0
     mask[:k] = 1
 
 
-@njit(cache=True)
+@kernel
 def _running_pass(ri, target, queues, batch, s, cfg_i, kv, d):
     """Continue the running pass; True when ``running[k]`` waits for an eviction."""
     running = queues[Q_RUNNING]
@@ -209,7 +210,7 @@ def _running_pass(ri, target, queues, batch, s, cfg_i, kv, d):
     return False
 
 
-@njit(cache=True)
+@kernel
 def _evict(v, swap, rf, ri, queues, batch, s, cfg_i, kv, d):
     """Preempt running request ``v``; evicting the request that asked for room ends the
     running pass in FCFS mode, and moves on to the next request in priority mode."""
@@ -231,7 +232,7 @@ def _evict(v, swap, rf, ri, queues, batch, s, cfg_i, kv, d):
             d[D_PHASE] = PH_EXEC
 
 
-@njit(cache=True)
+@kernel
 def _admit(i, rf, ri, queues, batch, s, cfg_i, kv, d, now):
     n, hits = _admission(kv, ri, i, s, cfg_i, d)
     q = Q_SWAPPED if ri[i, STATUS] == ST_SWAPPED else Q_WAITING
@@ -251,7 +252,7 @@ def _admit(i, rf, ri, queues, batch, s, cfg_i, kv, d, now):
     d[D_BUDGET] -= n
 
 
-@njit(cache=True)
+@kernel
 def _apply(action, rf, ri, queues, batch, s, t, cfg_i, kv, d, slots, mask):
     """Carry out ``action`` (already checked against ``mask``); True if it opens a
     follow-up decision (swap or recompute)."""
@@ -278,13 +279,13 @@ def _apply(action, rf, ri, queues, batch, s, t, cfg_i, kv, d, slots, mask):
     return False
 
 
-@njit(cache=True)
+@kernel
 def enqueue(s, t, cfg_i, d, dt):
     """Hand the formed batch to the GPU for ``dt`` seconds (see ``step.enqueue_batch``)."""
     d[D_PHASE] = PH_COMPLETE if enqueue_batch(s, t, cfg_i, dt) else PH_BEGIN
 
 
-@njit(cache=True)
+@kernel
 def _complete(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv, d, df,
               recent):
     """Process the oldest queued batch's output, accounting the rewards."""
@@ -303,7 +304,7 @@ def _complete(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate
     d[D_PHASE] = PH_BEGIN
 
 
-@njit(cache=True)
+@allocating
 def advance(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, params, pstate,
             kv, d, df, slots, mask, recent, scratch, action, timed, until):
     """Apply ``action`` to the pending decision (if any), then run the engine to the next
@@ -372,12 +373,12 @@ def advance(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, par
                 return ADV_ERROR
 
 
-@njit(cache=True)
+@kernel
 def _log1p(x):
     return np.log1p(max(float(x), 0.0))
 
 
-@njit(cache=True)
+@kernel
 def _quantile(sorted_x, n, q):
     pos = q * (n - 1)
     lo = int(pos)
@@ -385,7 +386,7 @@ def _quantile(sorted_x, n, q):
     return sorted_x[lo] + (sorted_x[hi] - sorted_x[lo]) * (pos - lo)
 
 
-@njit(cache=True)
+@kernel
 def _prefix_tokens(kv, ri, i, cfg_i):
     """Prompt tokens the prefix cache serves request ``i``: at its admission if it runs, or
     if it were admitted now."""
@@ -396,7 +397,7 @@ def _prefix_tokens(kv, ri, i, cfg_i):
     return ri[i, CACHED_TOKENS]
 
 
-@njit(cache=True)
+@allocating
 def observe(rf, ri, batch, s, t, cfg_i, kv, d, recent, slots, out_slots, out_valid,
             out_globals):
     """Fill the observation arrays (float32): per-slot features (``SLOT_FEATURES``, flat,

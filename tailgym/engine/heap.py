@@ -3,12 +3,12 @@
 A heap lives in one row of ``queues`` with its size in an ``s`` slot. Ties on priority are
 broken by arrival time, then by request index, so every order is total and deterministic.
 """
-from numba import njit
 
+from ..jit import kernel
 from .layout import ARRIVAL, PRIO
 
 
-@njit(cache=True, inline="always")
+@kernel
 def before(rf, a, b):
     """True if request ``a`` is served before request ``b``."""
     pa = rf[a, PRIO]
@@ -22,7 +22,7 @@ def before(rf, a, b):
     return a < b
 
 
-@njit(cache=True)
+@kernel
 def heap_push(heap, s, slot, rf, idx):
     pos = s[slot]
     heap[pos] = idx
@@ -36,7 +36,7 @@ def heap_push(heap, s, slot, rf, idx):
             break
 
 
-@njit(cache=True)
+@kernel
 def _sift_down(heap, n, pos, rf):
     while True:
         left = 2 * pos + 1
@@ -52,7 +52,7 @@ def _sift_down(heap, n, pos, rf):
         pos = best
 
 
-@njit(cache=True)
+@kernel
 def heap_pop(heap, s, slot, rf):
     n = s[slot] - 1
     top = heap[0]
@@ -62,14 +62,14 @@ def heap_pop(heap, s, slot, rf):
     return top
 
 
-@njit(cache=True)
+@kernel
 def heapify(heap, n, rf):
     """Restore the heap property of ``heap[:n]`` after priorities changed in place."""
     for start in range(n // 2 - 1, -1, -1):
         _sift_down(heap, n, start, rf)
 
 
-@njit(cache=True)
+@kernel
 def heap_remove(heap, s, slot, rf, pos):
     """Remove the entry at ``pos`` (any position) and restore the heap."""
     n = s[slot] - 1
@@ -86,7 +86,7 @@ def heap_remove(heap, s, slot, rf, pos):
     _sift_down(heap, n, pos, rf)
 
 
-@njit(cache=True)
+@kernel
 def heap_head(heap, n, rf, out, start, limit, frontier):
     """Write the best ``limit`` entries of ``heap[:n]`` in service order into ``out[start:]``
     (a best-first walk of the tree, O(limit^2), with ``frontier`` as scratch of size

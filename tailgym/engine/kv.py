@@ -1,6 +1,6 @@
 """Paged KV cache accounting: block needs, preemption by recompute or swap."""
-from numba import njit
 
+from ..jit import kernel
 from .cost import recompute_seconds
 from .blocks import release
 from .heap import heap_push
@@ -12,12 +12,12 @@ from .layout import (BLOCKS, C_COST_AWARE, C_PREEMPT_MODE, C_VICTIM, CF_SWAP_S_P
                      SWAPPED_TOKENS, V_LAST)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def blocks_for(tokens, block_size):
     return (tokens + block_size - 1) // block_size
 
 
-@njit(cache=True, inline="always")
+@kernel
 def extra_blocks(ri, i, n_new, block_size):
     """Blocks request ``i`` must allocate to hold ``n_new`` more computed tokens (no division
     on the hot decode path: only tokens beyond the free slots of its blocks need new ones)."""
@@ -27,7 +27,7 @@ def extra_blocks(ri, i, n_new, block_size):
     return blocks_for(n_new - slack, block_size)
 
 
-@njit(cache=True)
+@kernel
 def should_swap(ri, i, s, cfg_i, cfg_f, coef):
     """Swap (rather than recompute) when in swap mode with host room; a cost-aware policy
     swaps only when moving the blocks out and back is cheaper than recomputing them."""
@@ -39,7 +39,7 @@ def should_swap(ri, i, s, cfg_i, cfg_f, coef):
     return 2.0 * held * cfg_f[CF_SWAP_S_PER_BLOCK] < recompute_seconds(coef, ri[i, COMPUTED])
 
 
-@njit(cache=True)
+@kernel
 def preempt(i, rf, ri, queues, s, cfg_i, kv, swap):
     """Evict running request ``i`` by swap (its blocks must fit the free host blocks) or
     recompute. The caller removes ``i`` from the running list. A recomputed request goes to

@@ -20,8 +20,8 @@ Both admit a queued request through ``plan_admission``: a prefix-cache lookup (`
 full-prompt reservation (``C_FULL_ISL``), the watermark while something runs. Each pass appends
 ``(request, new tokens)`` to ``batch``.
 """
-from numba import njit
 
+from ..jit import kernel
 from .blocks import cache_blocks, exclusive_blocks, grow, lookup, take_hits
 from .heap import before, heap_pop, heap_push
 from .kv import blocks_for, extra_blocks, preempt, should_swap
@@ -36,7 +36,7 @@ from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET, 
                      ST_RUNNING, STALE, STATUS, V_LAST)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def long_prefill_limit(s, cfg_i):
     """``long_prefill_token_threshold`` for this step: not applied with at most one request
     running or queued (nobody to starve)."""
@@ -45,7 +45,7 @@ def long_prefill_limit(s, cfg_i):
     return 0
 
 
-@njit(cache=True, inline="always")
+@kernel
 def tokens_to_compute(ri, i, limit):
     """Tokens request ``i`` still has to compute (with the token its in-flight step will
     sample), capped by the long-prefill ``limit`` (0 = none)."""
@@ -55,14 +55,14 @@ def tokens_to_compute(ri, i, limit):
     return n
 
 
-@njit(cache=True, inline="always")
+@kernel
 def at_max_tokens(ri, target, i):
     """Async scheduling: the step in flight already samples request ``i``'s last token."""
     return (ri[i, PLACEHOLDER] > 0
             and ri[i, COMPUTED] + 2 - ri[i, PLACEHOLDER] >= ri[i, PROMPT] + target[i])
 
 
-@njit(cache=True)
+@kernel
 def victim_position(rf, running, n_running, rule):
     """Position in the running list of the request to evict (vLLM mode)."""
     if rule == V_LAST:
@@ -74,13 +74,13 @@ def victim_position(rf, running, n_running, rule):
     return worst
 
 
-@njit(cache=True)
+@kernel
 def remove_at(arr, n, pos):
     for p in range(pos, n - 1):
         arr[p] = arr[p + 1]
 
 
-@njit(cache=True, inline="always")
+@kernel
 def add_to_batch(batch, s, ri, i, n):
     b = s[S_BATCH]
     c = ri[i, COMPUTED]
@@ -92,7 +92,7 @@ def add_to_batch(batch, s, ri, i, n):
     s[S_BATCH] = b + 1
 
 
-@njit(cache=True)
+@kernel
 def drop_from_batch(batch, s, i):
     """Remove request ``i`` from this step's batch; return the tokens it had been given."""
     nb = s[S_BATCH]
@@ -100,13 +100,14 @@ def drop_from_batch(batch, s, i):
         if batch[B_REQ, b] == i:
             n = batch[B_NEW, b]
             for c in range(b, nb - 1):
-                batch[:, c] = batch[:, c + 1]
+                for r in range(batch.shape[0]):
+                    batch[r, c] = batch[r, c + 1]
             s[S_BATCH] = nb - 1
             return n
     return 0
 
 
-@njit(cache=True)
+@kernel
 def evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef, kv):
     running = queues[Q_RUNNING]
     victim = running[pos]
@@ -118,7 +119,7 @@ def evict_at(pos, rf, ri, queues, s, cfg_i, cfg_f, coef, kv):
     return victim
 
 
-@njit(cache=True, inline="always")
+@kernel
 def start_running(rf, ri, queues, s, cfg_i, i, pos, now):
     """Insert ``i`` at ``pos`` of the running list; set its first-scheduled time and its
     MemGuard guard (the next threshold k, 2k, 4k, ... strictly above its generated tokens)."""
@@ -137,18 +138,18 @@ def start_running(rf, ri, queues, s, cfg_i, i, pos, now):
     ri[i, GUARD] = guard
 
 
-@njit(cache=True, inline="always")
+@kernel
 def extension(ri, cfg_i, i, n):
     """What running request ``i`` needs for ``n`` more tokens: new blocks, and whether full
-    blocks become registrable in the prefix cache. (Checked before calling ``extend``: passing
-    the block pool to a function costs reference counting even when it has nothing to do.)"""
+    blocks become registrable in the prefix cache (most decode steps need neither, so
+    ``extend`` is called only when one holds)."""
     need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
     known = min(ri[i, COMPUTED] + n, ri[i, PROMPT] + ri[i, GENERATED])
     register = cfg_i[C_PREFIX] == 1 and known // cfg_i[C_BLOCK_SIZE] > ri[i, CACHED_BLOCKS]
     return need, register
 
 
-@njit(cache=True, inline="always")
+@kernel
 def extend(kv, ri, s, cfg_i, i, n, need):
     """Allocate the ``need`` blocks running request ``i`` lacks for ``n`` more tokens and
     register the full blocks whose tokens are known (vLLM caches them at allocation)."""
@@ -156,7 +157,7 @@ def extend(kv, ri, s, cfg_i, i, n, need):
     cache_blocks(kv, ri, cfg_i, i, min(ri[i, COMPUTED] + n, ri[i, PROMPT] + ri[i, GENERATED]))
 
 
-@njit(cache=True)
+@kernel
 def swap_back(ri, s, i):
     """Release ``i``'s host blocks (they travel back over the link this step)."""
     s[S_SWAP_BLOCKS] += ri[i, HOST_BLOCKS]
@@ -164,7 +165,7 @@ def swap_back(ri, s, i):
     ri[i, HOST_BLOCKS] = 0
 
 
-@njit(cache=True, inline="always")
+@kernel
 def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
     """Admitting waiting request ``i`` now: its new tokens (0 if it may not be chunked to the
     budget), prefix-cache hit blocks, and the free blocks it lacks (0 if it fits): blocks for
@@ -191,7 +192,7 @@ def plan_admission(kv, ri, s, cfg_i, i, budget, limit):
     return n, hits, max(need + evictable + reserve - s[S_FREE_BLOCKS], 0)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def plan_swap_in(ri, s, cfg_i, i, budget, limit):
     """Swapping request ``i`` back in now: its new tokens, the blocks it needs for them, and
     the free blocks it lacks (0 if it fits; the watermark counts only while something runs)."""
@@ -201,7 +202,7 @@ def plan_swap_in(ri, s, cfg_i, i, budget, limit):
     return n, need, max(need + reserve - s[S_FREE_BLOCKS], 0)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, pos, now):
     """Admit planned waiting request ``i`` at running position ``pos`` with ``n`` new tokens
     after its ``hits`` cached blocks."""
@@ -220,7 +221,7 @@ def admit(kv, rf, ri, queues, batch, s, cfg_i, i, n, hits, pos, now):
     add_to_batch(batch, s, ri, i, n)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def put_back(rf, queues, s, skipped):
     for p in range(skipped):
         heap_push(queues[Q_WAITING], s, S_N_WAITING, rf, queues[Q_SKIPPED, p])
@@ -228,7 +229,7 @@ def put_back(rf, queues, s, skipped):
 
 # ----------------------------------------------------------------------------- vLLM mode
 
-@njit(cache=True, inline="always")
+@kernel
 def schedule_running(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, budget, limit):
     """Give each running request its next tokens; on KV shortage preempt victims until the
     allocation fits or the request itself is the victim. Async scheduling skips a request
@@ -264,7 +265,7 @@ def schedule_running(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, b
     return budget
 
 
-@njit(cache=True, inline="always")
+@kernel
 def schedule_swapped(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
     """Swap requests back in (priority order) before any new admission, as vLLM v0."""
     while s[S_N_SWAPPED] > 0 and budget > 0 and s[S_N_RUNNING] < cfg_i[C_MAX_SEQS]:
@@ -281,7 +282,7 @@ def schedule_swapped(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
     return budget
 
 
-@njit(cache=True, inline="always")
+@kernel
 def schedule_waiting(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
     """Admit waiting requests in queue order with strict head-of-line blocking; a request
     with output still in flight is set aside for this step and put back in front."""
@@ -304,7 +305,7 @@ def schedule_waiting(rf, ri, queues, batch, s, cfg_i, kv, budget, limit, now):
 
 # ----------------------------------------------------------------------- preemptive mode
 
-@njit(cache=True)
+@kernel
 def sort_running(rf, running, n):
     for a in range(1, n):
         i = running[a]
@@ -315,14 +316,14 @@ def sort_running(rf, running, n):
         running[b + 1] = i
 
 
-@njit(cache=True, inline="always")
+@kernel
 def evictable(rf, ri, v, limit):
     """``v`` may be evicted for a request of priority ``limit - delta``: worse by more than
     the hysteresis margin and past its MemGuard guard."""
     return rf[v, PRIO] > limit and ri[v, GENERATED] >= ri[v, GUARD]
 
 
-@njit(cache=True)
+@kernel
 def _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, blocks, seats,
                   apply):
     """Walk the running list up from its lowest priority to ``first``, counting (and, if
@@ -342,7 +343,7 @@ def _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, block
     return freed >= blocks and count >= seats
 
 
-@njit(cache=True)
+@kernel
 def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, r, blocks, seats):
     """Evict running requests at positions >= ``first`` (lowest priority first) to free
     ``blocks`` blocks and ``seats`` seats for ``r``; all or nothing. True on success."""
@@ -354,7 +355,7 @@ def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, r, blocks, seats
                          seats, True)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def next_queued(rf, queues, s, waiting_open, swapped_open):
     """The better head of the swapped and waiting heaps (-1 if none), and its queue."""
     best, queue = -1, -1
@@ -367,7 +368,7 @@ def next_queued(rf, queues, s, waiting_open, swapped_open):
     return best, queue
 
 
-@njit(cache=True)
+@kernel
 def _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit):
     """New tokens, hit blocks and blocks short of admitting queue head ``cand`` now."""
     if queue == Q_WAITING:
@@ -376,7 +377,7 @@ def _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit):
     return n, 0, short
 
 
-@njit(cache=True)
+@kernel
 def schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, limit, now):
     running = queues[Q_RUNNING]
     sort_running(rf, running, s[S_N_RUNNING])
@@ -441,7 +442,7 @@ def schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv
     put_back(rf, queues, s, skipped)
 
 
-@njit(cache=True)
+@kernel
 def break_stall(rf, ri, queues, s, cfg_i, cfg_f, coef, kv):
     """Nothing could run although requests hold KV: evict the lowest-priority running
     request regardless of its guard (counted in ``S_GUARD_OVERRIDES``)."""

@@ -19,8 +19,8 @@ One iteration follows vLLM 0.33's engine core (``EngineCore.step`` when synchron
 So with async scheduling arrivals, freed blocks and freed seats take effect one batch later.
 """
 import numpy as np
-from numba import njit
 
+from ..jit import allocating, kernel
 from ..policies import dispatch
 from .blocks import cache_blocks, match_tokens, pool_consistent, release
 from .cost import batch_features, step_time
@@ -43,7 +43,7 @@ from .schedule import (break_stall, long_prefill_limit, schedule_preemptive, sch
                        schedule_swapped, schedule_waiting)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
     """Move every request of the arrival row that has arrived by ``now`` into the waiting heap
     (with its prefix cache match, which a cache-aware priority reads)."""
@@ -63,7 +63,7 @@ def admit_arrivals(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
     s[S_NEXT_ARRIVAL] = p
 
 
-@njit(cache=True)
+@kernel
 def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
     """Recompute every queued and running priority (a waiting request's prefix cache match
     first) and restore the heaps."""
@@ -79,12 +79,12 @@ def reprioritize_all(rf, ri, hint, queues, s, cfg_i, params, pstate, kv, now):
     heapify(queues[Q_SWAPPED], s[S_N_SWAPPED], rf)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def has_requests(s):
     return s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] > 0
 
 
-@njit(cache=True, inline="always")
+@kernel
 def tokens_in_flight(s):
     """True if a queued batch scheduled any token (its output will change the state)."""
     q = s[S_QUEUED]
@@ -92,7 +92,7 @@ def tokens_in_flight(s):
     return (q >= 1 and s[S_Q_N0 + old] > 0) or (q == 2 and s[S_Q_N0 + 1 - old] > 0)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def after_schedule(ri, batch, s, cfg_i):
     """Advance the computed tokens of every scheduled request (vLLM does it right after
     scheduling); flag the entries that sample a token; async: count it as a placeholder."""
@@ -108,7 +108,7 @@ def after_schedule(ri, batch, s, cfg_i):
             ri[i, PLACEHOLDER] += 1
 
 
-@njit(cache=True, inline="always")
+@kernel
 def form_batch(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, now):
     """Schedule one batch into ``batch`` (possibly empty). Sets ``ERR_STALL`` if nothing can
     ever run: an empty batch with no preemption and no token in flight, or more empty batches
@@ -137,7 +137,7 @@ def form_batch(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv, now):
     after_schedule(ri, batch, s, cfg_i)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def enqueue_batch(s, t, cfg_i, dt):
     """Hand the formed batch to the GPU; True if the engine must now wait for the oldest
     queued batch (always when synchronous)."""
@@ -165,7 +165,7 @@ def enqueue_batch(s, t, cfg_i, dt):
     return not (s[S_QUEUED] < 2 and (nb > 0 or has_requests(s)))
 
 
-@njit(cache=True)
+@kernel
 def _remove_queued(rf, ri, queues, s, i):
     """Take preempted request ``i`` (finished by output still in flight) out of its heap."""
     q, slot = (Q_SWAPPED, S_N_SWAPPED) if ri[i, STATUS] == ST_SWAPPED else (Q_WAITING, S_N_WAITING)
@@ -177,7 +177,7 @@ def _remove_queued(rf, ri, queues, s, i):
     ri[i, HOST_BLOCKS] = 0
 
 
-@njit(cache=True, inline="always")
+@kernel
 def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv):
     """Process the output of the oldest queued batch at its end: append each sampled token,
     finish requests that reached their output length and free their blocks. Output of a
@@ -244,14 +244,14 @@ def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, p
     s[S_N_RUNNING] = kept
 
 
-@njit(cache=True)
+@kernel
 def blocks_conserved(ri, s, cfg_i, kv):
     return (pool_consistent(kv, ri, s, cfg_i)
             and ri[:, HOST_BLOCKS].sum() + s[S_FREE_HOST] == cfg_i[C_HOST_BLOCKS]
             and s[S_FREE_HOST] >= 0)
 
 
-@njit(cache=True)
+@kernel
 def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks, start):
     log[row, L_START] = start
     log[row, L_END] = start + dt
@@ -270,7 +270,7 @@ def log_step(log, row, t, ri, queues, s, x, dt, swap_blocks, start):
     log[row, L_SWAP] = swap_blocks
 
 
-@njit(cache=True)
+@kernel
 def log_batch(blog, batch, queues, s):
     """Append the formed batch's entries and its preemptions to the batch log."""
     step = s[S_STEPS]
@@ -297,7 +297,7 @@ PLAN_STOP = 3    # the clock reached ``until``
 PLAN_ERROR = 4   # see ``s[S_ERROR]``
 
 
-@njit(cache=True, inline="always")
+@kernel
 def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, kv, until):
     """Admit arrivals and refresh the policy before an iteration. ``PLAN_READY`` when one may
     run now, else ``PLAN_STOP``, ``PLAN_DONE`` or ``PLAN_AGAIN`` (an idle engine jumped its
@@ -322,7 +322,7 @@ def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, kv, unt
     return PLAN_READY
 
 
-@njit(cache=True)
+@allocating
 def run_engine(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, params, pstate,
                kv, log, blog, max_steps, until):
     """Run engine iterations until ``max_steps`` batches were formed, every request is done,

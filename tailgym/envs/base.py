@@ -5,13 +5,13 @@ from dataclasses import asdict
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from numba import njit
 
 from ..engine import decisions as D
 from ..engine import layout as L
 from ..engine.layout import (ARRIVAL, DONE, FIRST_TOKEN, GENERATED, ST_FINISHED, ST_REJECTED,
                              STATUS)
 from ..admission import admission_check
+from ..jit import kernel
 from ..metrics import Report
 from ..policies import resolve
 from ..sim import (POLICY_STREAM, apply_rate, build_engine, new_state,
@@ -32,7 +32,7 @@ QUANTILES = (0.5, 0.9, 0.99)
 IV_COLS = IV_QUANTILES + 2 * len(QUANTILES)
 
 
-@njit(cache=True)
+@kernel
 def _quantiles(x, out, at):
     """``QUANTILES`` of ``x`` (linear interpolation, numpy's default) into ``out[at:]``;
     zeros if ``x`` is empty."""
@@ -48,7 +48,7 @@ def _quantiles(x, out, at):
         out[at + j] = x[lo] + (x[hi] - x[lo]) * (pos - lo)
 
 
-@njit(cache=True)
+@kernel
 def interval_stats(rf, ri, lo, k, t0, t1, slo, theta, buf, out):
     """Scan requests ``lo..k-1`` (arrived by ``t1``) for the interval ``[t0, t1]``: into
     ``out`` (``IV_*``) the request-seconds spent in the system (rejected ones excluded), the

@@ -35,13 +35,13 @@ import time
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from numba import njit
 
 from ..engine import layout as L
 from ..engine.runner import NO_BATCH_LOG, NO_LOG
 from ..fleet import core
 from ..fleet.routers import SIG_KV, SIG_OUTSTANDING, SIG_QUEUED, SIG_TOKENS, route
 from ..fleet.sim import ENGINE_KNOBS, build_fleet
+from ..jit import kernel
 from ..metrics import Report
 from .base import (IV_COLS, IV_LO, LOG_HIGH, REWARDS, check_options, interval_costs,
                    interval_stats, kv_picture)
@@ -52,7 +52,7 @@ REPLICA_FEATURES = ("outstanding", "queued", "kv_use", "tokens", "cached_prefix"
 LAT_FIRST, LAT_TTFT, LAT_DONE, LAT_TTLT = range(4)  # columns of the latency table
 
 
-@njit(cache=True)
+@kernel
 def latest_latencies(rf, replica_of, lo, k, lat):
     """Update each replica's latest first token and completion (``LAT_*``) from requests
     ``lo``..``k`` - 1."""

@@ -13,7 +13,6 @@ refresh period the router reads a snapshot of the signals taken at multiples of 
 are then stepped only to those instants), and prefix matches read the caches as of then.
 """
 import numpy as np
-from numba import njit
 
 from ..engine.blocks import match_tokens
 from ..engine.layout import (ARRIVAL, C_BLOCK_SIZE, C_GPU_BLOCKS, ERR_BLOCKS, GENERATED,
@@ -22,6 +21,7 @@ from ..engine.layout import (ARRIVAL, C_BLOCK_SIZE, C_GPU_BLOCKS, ERR_BLOCKS, GE
                              S_N_SWAPPED, S_N_WAITING, S_NEXT_ARRIVAL, S_QUEUED, ST_REJECTED,
                              STATUS, T_NOW)
 from ..engine.step import blocks_conserved, run_engine
+from ..jit import allocating, inlined, kernel
 from .routers import SIG_KV, SIG_OUTSTANDING, SIG_QUEUED, SIG_TOKENS, route
 
 # fleet int scalars (fl)
@@ -41,17 +41,17 @@ ROUTE_READY = 4   # next_request: request fl[F_NEXT] is ready to route; commit: 
 UNLIMITED = np.iinfo(np.int64).max
 
 
-@njit(cache=True, inline="always")
+@inlined
 def _kv(rep, key_off, keys, r):
     return rep[5][r], rep[6][r], rep[7][r], rep[8][r], key_off, keys
 
 
-@njit(cache=True)
+@kernel
 def _less(key, a, b):
     return key[a] < key[b] or (key[a] == key[b] and a < b)
 
 
-@njit(cache=True)
+@kernel
 def sift(heap, pos, key, p):
     """Restore the min-heap of replicas ``heap`` (by ``key``, then index) around slot ``p``."""
     n = heap.shape[0]
@@ -73,14 +73,14 @@ def sift(heap, pos, key, p):
         p = c
 
 
-@njit(cache=True)
+@kernel
 def busy(s):
     """A replica with requests, pending arrivals or a batch in flight."""
     return (s[S_N_WAITING] + s[S_N_SWAPPED] + s[S_N_RUNNING] > 0 or s[S_QUEUED] > 0
             or s[S_NEXT_ARRIVAL] < s[S_N_ARRIVALS])
 
 
-@njit(cache=True)
+@kernel
 def _tokens(ri, row, lo, hi):
     total = 0
     for p in range(lo, hi):
@@ -89,7 +89,7 @@ def _tokens(ri, row, lo, hi):
     return total
 
 
-@njit(cache=True)
+@kernel
 def signals(ri, queues, s, n_routed, cfg_i, sig, r, tokens):
     """Recompute replica ``r``'s router signals (its tokens only if ``tokens``)."""
     sr = s[r]
@@ -105,14 +105,14 @@ def signals(ri, queues, s, n_routed, cfg_i, sig, r, tokens):
         sig[r, SIG_TOKENS] = total
 
 
-@njit(cache=True)
+@allocating
 def replica_conserved(ri, replica_of, s, cfg_i, kv, r):
     """The engine's block conservation check over replica ``r``'s requests only."""
     mine = np.nonzero(replica_of == r)[0]
     return blocks_conserved(ri[mine], s, cfg_i, kv)
 
 
-@njit(cache=True)
+@kernel
 def advance(common, rep, fleet, fl, until, check, tokens, log, blog):
     """Step every replica whose clock is before ``until`` up to it; False when one stopped
     with an error (``ERR_BLOCKS`` when ``check`` finds blocks not conserved), named in
@@ -138,7 +138,7 @@ def advance(common, rep, fleet, fl, until, check, tokens, log, blog):
     return True
 
 
-@njit(cache=True)
+@kernel
 def assign(ri, queues, s, t, fleet, k, r, tokens):
     """Append request ``k`` to replica ``r``'s arrival row (compacting it when full) and
     count it in ``r``'s signals; an idle replica wakes at its clock."""
@@ -147,7 +147,8 @@ def assign(ri, queues, s, t, fleet, k, r, tokens):
     n = s[r, S_N_ARRIVALS]
     if n == row.shape[0]:
         nxt = s[r, S_NEXT_ARRIVAL]
-        row[:n - nxt] = row[nxt:n].copy()
+        for p in range(nxt, n):
+            row[p - nxt] = row[p]
         n -= nxt
         s[r, S_NEXT_ARRIVAL] = 0
     row[n] = k
@@ -163,7 +164,7 @@ def assign(ri, queues, s, t, fleet, k, r, tokens):
         sift(heap, pos, wake, pos[r])
 
 
-@njit(cache=True)
+@kernel
 def next_request(common, rep, fleet, snap, match, fl, refresh_s, t0, check, tokens, prefix,
                  stop, log, blog):
     """Make request ``fl[F_NEXT]`` (rejected rows skipped) ready to route: step the replicas
@@ -187,7 +188,10 @@ def next_request(common, rep, fleet, snap, match, fl, refresh_s, t0, check, toke
         if j >= fl[F_REFRESH]:
             if not advance(common, rep, fleet, fl, t0 + j * refresh_s, check, tokens, log, blog):
                 return FLEET_ERROR
-            snap[:] = fleet[2]
+            sig = fleet[2]
+            for r in range(sig.shape[0]):
+                for c in range(sig.shape[1]):
+                    snap[r, c] = sig[r, c]
             fl[F_REFRESH] = j + 1
     elif not advance(common, rep, fleet, fl, a, check, tokens, log, blog):
         return FLEET_ERROR
@@ -197,7 +201,7 @@ def next_request(common, rep, fleet, snap, match, fl, refresh_s, t0, check, toke
     return ROUTE_READY
 
 
-@njit(cache=True)
+@kernel
 def commit(common, rep, fleet, fl, r, tokens):
     """Send the ready request ``fl[F_NEXT]`` to replica ``r``: ``ROUTE_READY`` when done,
     ``FLEET_GROW`` (nothing changed) when ``r``'s queues are full."""
@@ -211,7 +215,7 @@ def commit(common, rep, fleet, fl, r, tokens):
     return ROUTE_READY
 
 
-@njit(cache=True)
+@kernel
 def run_fleet(common, rep, fleet, snap, match, u, fl, rid, rargs, refresh_s, t0, check,
               tokens, prefix, stop, log, blog):
     """Route requests ``fl[F_NEXT]`` .. ``stop`` - 1 (``FLEET_PAUSE`` there unless it is the

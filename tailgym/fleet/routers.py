@@ -11,7 +11,8 @@ and an entry in ``ROUTERS``.
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
+
+from ..jit import kernel
 
 SIG_OUTSTANDING = 0  # requests routed to the replica and not finished
 SIG_QUEUED = 1       # of those, not running: waiting, swapped, or routed and not admitted yet
@@ -29,7 +30,7 @@ R_PREFIX_AWARE = 6
 R_WEIGHTED = 7
 
 
-@njit(cache=True)
+@kernel
 def least(sig, col):
     """Replica with the smallest ``sig[:, col]``."""
     best = 0
@@ -39,7 +40,7 @@ def least(sig, col):
     return best
 
 
-@njit(cache=True)
+@kernel
 def power_of_two(sig, u0, u1):
     """Two distinct replicas drawn uniformly; the one with fewer outstanding requests."""
     n = sig.shape[0]
@@ -53,7 +54,7 @@ def power_of_two(sig, u0, u1):
     return hi if sig[hi, SIG_OUTSTANDING] < sig[lo, SIG_OUTSTANDING] else lo
 
 
-@njit(cache=True)
+@kernel
 def kv_utilization(sig):
     """Least KV use; ties by fewer outstanding requests."""
     best = 0
@@ -65,7 +66,7 @@ def kv_utilization(sig):
     return best
 
 
-@njit(cache=True)
+@kernel
 def prefix_aware(sig, match, prompt, args):
     """SGLang's cache-aware rule: when the load is imbalanced (max - min outstanding above
     ``balance_abs`` and max above ``balance_rel`` x min) the least loaded replica; else the
@@ -88,7 +89,7 @@ def prefix_aware(sig, match, prompt, args):
     return lo
 
 
-@njit(cache=True)
+@kernel
 def weighted(sig, match, prompt, args):
     """llm-d's scorer sum: ``w_prefix`` x cached share of the prompt + ``w_queue`` x queue
     score ((max - queued) / (max - min) over replicas; 1 when all equal) + ``w_kv`` x free
@@ -108,7 +109,7 @@ def weighted(sig, match, prompt, args):
     return best
 
 
-@njit(cache=True)
+@kernel
 def route(rid, sig, match, prompt, u0, u1, seq, args):
     """The replica router ``rid`` picks (see the module docstring)."""
     n = sig.shape[0]

@@ -19,16 +19,16 @@ partly prefilled requests cannot keep evicting each other.
 Signals: prompt length, tokens prefilled and generated, arrival time.
 """
 import numpy as np
-from numba import njit
 
 from ..engine.layout import (ARRIVAL, COMPUTED, GENERATED, LAST_TOKEN, PROMPT, RECOMPUTED_TOKENS,
                              ST_RUNNING, STATUS)
+from ..jit import kernel
 
 ALPHA_P, ALPHA_D, Q0, LEVELS, MLFQ_K, STARVE_S = 0, 1, 2, 3, 4, 5
 PROMOTED = -1.0  # above level 0
 
 
-@njit(cache=True, inline="always")
+@kernel
 def las_priority(params, ri, i):
     generated = ri[i, GENERATED]
     served = ri[i, COMPUTED] + ri[i, RECOMPUTED_TOKENS]
@@ -36,7 +36,7 @@ def las_priority(params, ri, i):
     return params[ALPHA_P] * prefilled + params[ALPHA_D] * generated
 
 
-@njit(cache=True, inline="always")
+@kernel
 def starving(params, rf, ri, i, now):
     """True if queued request ``i`` has not been served for more than ``starve_s``."""
     if params[STARVE_S] <= 0.0 or ri[i, STATUS] == ST_RUNNING:
@@ -45,7 +45,7 @@ def starving(params, rf, ri, i, now):
     return now - served > params[STARVE_S]
 
 
-@njit(cache=True, inline="always")
+@kernel
 def mlfq_priority(params, rf, ri, i, now):
     if starving(params, rf, ri, i, now):
         return PROMOTED

@@ -6,12 +6,13 @@ of work is treated as if it had arrived ``b_gamma(w)`` earlier; ``gamma <= 0`` g
 ``alpha_p`` per prompt token, ``alpha_d`` per output token (from the step-time model).
 """
 import numpy as np
-from numba import njit
+
+from ..jit import kernel
 
 MAX_BOOST = 1e9
 
 
-@njit(cache=True, inline="always")
+@kernel
 def b_gamma(gamma, work):
     if gamma <= 0.0:
         return 0.0
@@ -20,7 +21,7 @@ def b_gamma(gamma, work):
     return -np.log(-np.expm1(-gamma * work)) / gamma
 
 
-@njit(cache=True)
+@kernel
 def job_work(alpha_p, alpha_d, prompt, output):
     """Seconds of server work of a job with ``prompt`` and ``output`` tokens."""
     return alpha_p * prompt + alpha_d * output

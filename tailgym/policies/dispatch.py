@@ -4,13 +4,13 @@
 holds. ``on_arrival`` and
 ``on_finish`` feed the online statistics; ``refresh`` runs every ``refresh_s`` of simulated
 time and returns True when every priority must be recomputed (e.g. gamma changed).
-To add a policy: write its ``@njit`` function in its own module, give it an id and a branch
+To add a policy: write its function (``@kernel``, ``tailgym.jit``) in its own module, give it an id and a branch
 here, and register it in ``registry.py``. The true output length never reaches these
 functions; ``hint`` carries what the policy is allowed to know (see ``registry``).
 """
-from numba import njit
 
 from ..engine.layout import ARRIVAL, PRIO, PROMPT
+from ..jit import allocating, kernel
 from . import fcfs, online
 from .attained import STARVE_S, las_priority, mlfq_priority
 from .boost import job_work
@@ -26,7 +26,7 @@ UNSCORED = 2.0  # EXTERNAL: priority of a request nobody scored (agent scores li
 GAMMA_POLICIES = (GAMMA_BOOST_ORACLE, UNIBOOST, UNIBOOST_DIST, GITTINS_TAIL)
 
 
-@njit(cache=True)
+@kernel
 def priority(pid, params, pstate, hint, rf, ri, i, now):
     if pid == FCFS:
         return fcfs.priority(rf, ri, i, now, params)
@@ -53,7 +53,7 @@ def priority(pid, params, pstate, hint, rf, ri, i, now):
     raise ValueError("unknown policy id")
 
 
-@njit(cache=True)
+@kernel
 def next_change(pid, params, ri, i):
     """Generated tokens before which request ``i``'s priority, just computed, stays the same
     (0: it may change after any step); spares recomputing it every step."""
@@ -64,13 +64,13 @@ def next_change(pid, params, ri, i):
     return 0
 
 
-@njit(cache=True)
+@kernel
 def on_arrival(pid, params, pstate, now):
     if pid in GAMMA_POLICIES:
         online.record_arrival(pstate, now)
 
 
-@njit(cache=True)
+@kernel
 def on_finish(pid, params, pstate, rf, ri, i, output_tokens, now):
     """Record a completed request (its output length is known once it has finished)."""
     if pid in GAMMA_POLICIES:
@@ -78,7 +78,7 @@ def on_finish(pid, params, pstate, rf, ri, i, output_tokens, now):
         online.record_completion(pstate, work, output_tokens, now - rf[i, ARRIVAL])
 
 
-@njit(cache=True)
+@allocating
 def refresh(pid, params, pstate):
     if pid == LTR or (pid == MLFQ and params[STARVE_S] > 0.0):
         return True  # starvation promotions depend on waiting time

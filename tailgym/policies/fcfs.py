@@ -4,11 +4,11 @@ Running requests are served in admission order, waiting ones by arrival; preempt
 go back to the head of the queue (they arrived before every waiting request); the victim is
 the most recently admitted running request. Signals read: arrival time only.
 """
-from numba import njit
 
 from ..engine.layout import ARRIVAL
+from ..jit import kernel
 
 
-@njit(cache=True, inline="always")
+@kernel
 def priority(rf, ri, i, now, params):
     return rf[i, ARRIVAL]

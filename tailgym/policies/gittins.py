@@ -23,16 +23,16 @@ Signals: arrival time, prompt length and progress, tokens generated, completed r
 output lengths.
 """
 import numpy as np
-from numba import njit
 
 from ..engine.layout import ARRIVAL, GENERATED
+from ..jit import allocating, kernel
 from . import online
 from .boost import MAX_BOOST
 from .uniboost import (ALPHA_D, K, MIN_TABLE_SAMPLES, grid_index, grid_tokens, table_point,
                        uniboost_priority)
 
 
-@njit(cache=True)
+@allocating
 def build_quanta(params, pstate):
     """Fill the quantum tables on the grid from recent completions; nan where the grid point
     has too few samples or the quantum ``b_j`` reaches past every sample (then it equals the
@@ -58,7 +58,7 @@ def build_quanta(params, pstate):
             pstate[online.QUANTUM_P + at] = np.mean(longer <= b)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def gittins_priority(params, pstate, rf, ri, i):
     """``arrival - (1/gamma) ln(1 + 1/(gamma r))`` with ``r`` the best rank over quanta."""
     if pstate[online.G_TABLE_READY] == 0.0:
@@ -84,7 +84,7 @@ def gittins_priority(params, pstate, rf, ri, i):
     return rf[i, ARRIVAL] - np.log1p(best) / gamma
 
 
-@njit(cache=True, inline="always")
+@kernel
 def gittins_next_change(params, ri, i):
     """Generated tokens before which the priority cannot change: the next grid point once
     decoding (0 during prefill, whose remaining work counts)."""

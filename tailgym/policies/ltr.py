@@ -6,15 +6,15 @@ A request waiting longer than ``starvation_s`` is promoted ahead of every scored
 (FCFS among the promoted). Non-preemptive ordering (vLLM priority mode).
 Signals: arrival time, ``hint`` (the rank score).
 """
-from numba import njit
 
 from ..engine.layout import ARRIVAL, ST_WAITING, STATUS
+from ..jit import kernel
 
 TAU, STARVATION_S = 0, 1
 PROMOTED = -1e12
 
 
-@njit(cache=True, inline="always")
+@kernel
 def ltr_priority(params, hint, rf, ri, i, now):
     if ri[i, STATUS] == ST_WAITING and now - rf[i, ARRIVAL] > params[STARVATION_S]:
         return PROMOTED + rf[i, ARRIVAL]

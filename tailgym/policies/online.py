@@ -17,7 +17,8 @@ recent ``WINDOW`` of each. ``gamma`` estimators (uniboost spec sections 2.4-2.5,
   does (``smooth_gamma_linear``) or in log gamma (``smooth_gamma``, also used by ``auto``).
 """
 import numpy as np
-from numba import njit
+
+from ..jit import allocating, kernel
 
 WINDOW = 2000          # completions (and arrivals) remembered
 RATE_WINDOW = 500      # arrivals used for the rate estimate
@@ -47,14 +48,14 @@ def new_pstate(gamma: float) -> np.ndarray:
     return p
 
 
-@njit(cache=True)
+@kernel
 def record_arrival(pstate, now):
     n = int(pstate[G_N_ARRIVALS])
     pstate[ARRIVALS + n % WINDOW] = now
     pstate[G_N_ARRIVALS] = n + 1
 
 
-@njit(cache=True)
+@kernel
 def record_completion(pstate, work_s, output_tokens, ttlt):
     n = int(pstate[G_N_DONE])
     pstate[SIZES + n % WINDOW] = work_s
@@ -63,13 +64,13 @@ def record_completion(pstate, work_s, output_tokens, ttlt):
     pstate[G_N_DONE] = n + 1
 
 
-@njit(cache=True)
+@allocating
 def ring(pstate, start, count):
     """The filled part of a ring buffer (unordered)."""
     return pstate[start:start + min(count, WINDOW)]
 
 
-@njit(cache=True)
+@kernel
 def arrival_rate(pstate):
     """Arrivals per second over the last ``RATE_WINDOW`` arrivals (0 if fewer than 2)."""
     n = int(pstate[G_N_ARRIVALS])
@@ -81,7 +82,7 @@ def arrival_rate(pstate):
     return (m - 1) / (newest - oldest) if newest > oldest else 0.0
 
 
-@njit(cache=True)
+@allocating
 def log_mean_exp(theta, sizes):
     """``ln mean exp(theta S)`` over ``sizes``, without overflow."""
     top = theta * sizes.max()
@@ -91,7 +92,7 @@ def log_mean_exp(theta, sizes):
     return top + np.log(acc / sizes.size)
 
 
-@njit(cache=True)
+@allocating
 def hill_index(sizes):
     """Hill estimate of the tail index from the largest ``HILL_SHARE`` of ``sizes``; inf
     (light) when fewer than half of the ``k + 1`` largest are distinct values (an atomic
@@ -109,7 +110,7 @@ def hill_index(sizes):
     return 1.0 / np.mean(np.log(x[:k] / x[k]))
 
 
-@njit(cache=True)
+@allocating
 def lundberg_gamma(sizes, lam, gamma_min):
     """Positive root of ``lam (E[exp(g S)] - 1) = g`` by bisection in log g; ``gamma_min``
     when the load ``lam E[S]`` is 1 or more (no root) or the sizes are heavy-tailed."""
@@ -129,7 +130,7 @@ def lundberg_gamma(sizes, lam, gamma_min):
     return np.sqrt(lo * hi)
 
 
-@njit(cache=True)
+@allocating
 def ada_target(latencies, gamma_max):
     t95 = np.percentile(latencies, 95.0)
     t99 = np.percentile(latencies, 99.0)
@@ -137,14 +138,14 @@ def ada_target(latencies, gamma_max):
     return gamma_max / (1.0 + 4.0 * max(excess, 0.0))
 
 
-@njit(cache=True)
+@kernel
 def smooth_gamma_linear(old, target, beta, gamma_min, gamma_max):
     """SGLang's gamma-Ada smoothing: ``(1 - beta) old + beta target``, clamped to
     [gamma_min, gamma_max]."""
     return min(max((1.0 - beta) * old + beta * target, gamma_min), gamma_max)
 
 
-@njit(cache=True)
+@kernel
 def smooth_gamma(old, target, beta, gamma_min, gamma_max):
     """EMA in log gamma, at most x2 or /2 per update, clamped to [gamma_min, gamma_max]."""
     target = min(max(target, gamma_min), gamma_max)

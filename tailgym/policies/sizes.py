@@ -6,20 +6,20 @@ order by remaining work. ``hint`` is the true output length for the oracles and 
 prediction for ``srpt-predicted``; a request that outlives its prediction keeps one token of
 predicted work left. Signals: prompt length, tokens done, ``hint``.
 """
-from numba import njit
 
 from ..engine.layout import COMPUTED, GENERATED, PROMPT
+from ..jit import kernel
 from .boost import job_work
 
 ALPHA_P, ALPHA_D = 0, 1
 
 
-@njit(cache=True, inline="always")
+@kernel
 def sjf_priority(params, hint, ri, i):
     return job_work(params[ALPHA_P], params[ALPHA_D], ri[i, PROMPT], hint[i])
 
 
-@njit(cache=True, inline="always")
+@kernel
 def srpt_priority(params, hint, ri, i):
     generated = ri[i, GENERATED]
     prompt_left = max(ri[i, PROMPT] - ri[i, COMPUTED], 0) if generated == 0 else 0

@@ -25,9 +25,9 @@ empirical table ``ln M(d) = ln E[exp(gamma alpha_d (S - d)) | S > d]`` on the Me
 import math
 
 import numpy as np
-from numba import njit
 
 from ..engine.layout import ARRIVAL, COMPUTED, GENERATED, MATCH_TOKENS, PROMPT
+from ..jit import allocating, kernel
 from . import online
 from .boost import MAX_BOOST, b_gamma, job_work
 
@@ -41,7 +41,7 @@ DECODE, WORK = 0, 1         # memguard: quantise decode progress only, or the wh
 MIN_TABLE_SAMPLES = 50
 
 
-@njit(cache=True, inline="always")
+@kernel
 def prompt_work(params, ri, i):
     """Prompt work, s: every prompt token, or (``cached=1``) those the prefix cache does not
     serve: its match at arrival or the latest refresh while waiting, its hit once admitted."""
@@ -51,12 +51,12 @@ def prompt_work(params, ri, i):
     return params[ALPHA_P] * tokens
 
 
-@njit(cache=True, inline="always")
+@kernel
 def known_work(params, ri, i):
     return max(params[ALPHA_D] * ri[i, GENERATED], prompt_work(params, ri, i))
 
 
-@njit(cache=True, inline="always")
+@kernel
 def memguard(work, k_work):
     """Geometric quantisation: k_w, 2 k_w, 4 k_w, ... (the largest not above ``work``)."""
     if k_work <= 0.0:
@@ -65,7 +65,7 @@ def memguard(work, k_work):
     return math.ldexp(k_work, exponent - 1)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def decode_level(generated, k):
     """MemGuard's decode progress, tokens: 0 below ``k``, then k, 2k, 4k, ... (``k <= 0``:
     unquantised)."""
@@ -76,7 +76,7 @@ def decode_level(generated, k):
     return memguard(float(generated), k)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def uniboost_priority(params, pstate, rf, ri, i):
     gamma = pstate[online.G_GAMMA]
     if params[VARIANT] == DISTBOOST:
@@ -91,7 +91,7 @@ def uniboost_priority(params, pstate, rf, ri, i):
     return rf[i, ARRIVAL] - b_gamma(gamma, work)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def uniboost_next_change(params, ri, i):
     """Generated tokens before which the full variant's priority cannot change. Decode
     quantisation holds the level ``q`` until ``2 q`` tokens (``k`` from below); whole-work
@@ -106,7 +106,7 @@ def uniboost_next_change(params, ri, i):
     return int(math.ceil(max(2.0 * q, params[K])))
 
 
-@njit(cache=True, inline="always")
+@kernel
 def grid_index(d, k, size):
     """Index of the MemGuard grid point (0, k, 2k, 4k, ...) at or below ``d`` tokens."""
     if d < k or k <= 0:
@@ -114,12 +114,12 @@ def grid_index(d, k, size):
     return min(1 + int(np.floor(np.log2(d / k))), size - 1)
 
 
-@njit(cache=True)
+@kernel
 def grid_tokens(g, k):
     return 0.0 if g == 0 else k * 2.0 ** (g - 1)
 
 
-@njit(cache=True)
+@allocating
 def build_table(params, pstate):
     """Fill ``ln M(d)`` on the grid from recent completions; nan where fewer than
     ``MIN_TABLE_SAMPLES`` completions outlived ``d``."""
@@ -136,7 +136,7 @@ def build_table(params, pstate):
     pstate[online.G_TABLE_READY] = 1.0 if pstate[online.TABLE] == pstate[online.TABLE] else 0.0
 
 
-@njit(cache=True, inline="always")
+@kernel
 def table_point(params, pstate, ri, i):
     """Request ``i``'s grid point with table data (the one at or below its decode progress)
     and its remaining prompt work times gamma (0 once it decodes)."""
@@ -148,7 +148,7 @@ def table_point(params, pstate, ri, i):
     return g, pstate[online.G_GAMMA] * params[ALPHA_P] * prompt_left
 
 
-@njit(cache=True, inline="always")
+@kernel
 def uniboost_dist_priority(params, pstate, rf, ri, i):
     if pstate[online.G_TABLE_READY] == 0.0:
         return uniboost_priority(params, pstate, rf, ri, i)
@@ -160,14 +160,14 @@ def uniboost_dist_priority(params, pstate, rf, ri, i):
     return rf[i, ARRIVAL] + np.log1p(-np.exp(-log_m)) / gamma
 
 
-@njit(cache=True, inline="always")
+@kernel
 def gamma_boost_priority(params, pstate, hint, rf, ri, i):
     """Full-information gamma-Boost on the true job work (an upper reference)."""
     work = job_work(params[ALPHA_P], params[ALPHA_D], ri[i, PROMPT], hint[i])
     return rf[i, ARRIVAL] - b_gamma(pstate[online.G_GAMMA], work)
 
 
-@njit(cache=True)
+@allocating
 def refresh_gamma(params, pstate):
     """Re-estimate gamma (modes auto and ada); True if it changed. A start value
     ``gamma <= 0`` (FCFS fallback) is kept."""

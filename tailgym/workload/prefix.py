@@ -14,15 +14,15 @@ length are equal. ``mix(a, b) = splitmix64(splitmix64(a) xor b)``; keys keep 63 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from ..jit import allocating, kernel
 from .core import Workload, WorkloadError, is_count
 
 _ROOT = np.uint64(0x243F6A8885A308D3)  # the chain value before block 0
 _MASK63 = np.uint64((1 << 63) - 1)
 
 
-@njit(cache=True, inline="always")
+@kernel
 def _splitmix(x):
     z = x + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -30,13 +30,13 @@ def _splitmix(x):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, inline="always")
+@kernel
 def _mix(parent, value):
     """A 64-bit digest of the pair; for a fixed ``parent`` a bijection of ``value``."""
     return _splitmix(_splitmix(parent) ^ value)
 
 
-@njit(cache=True)
+@allocating
 def _chain(ids, offsets, root):
     out = np.empty(ids.shape[0], dtype=np.uint64)
     for i in range(offsets.shape[0] - 1):
@@ -47,7 +47,7 @@ def _chain(ids, offsets, root):
     return out
 
 
-@njit(cache=True)
+@allocating
 def _keys(chain, id_offsets, hashed, hash_block, block_size, offsets, mask):
     keys = np.empty(offsets[-1], dtype=np.uint64)
     for i in range(hashed.shape[0]):
