@@ -37,9 +37,7 @@ def engine_features(shape):
     batch = np.zeros((L.B_ROWS, len(shape)), dtype=np.int64)
     for b, (c, n, d) in enumerate(shape):
         batch[[L.B_REQ, L.B_NEW, L.B_CONTEXT, L.B_DECODE], b] = (b, n, c, d)
-    x = np.zeros(L.N_FEATURES)
-    batch_features(batch, len(shape), x)
-    return x
+    return np.array(batch_features(batch, len(shape)))
 
 
 # Two prefill chunks (3000 fresh tokens; 500 after 100) and two decodes at contexts 10 and 20:

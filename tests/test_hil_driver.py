@@ -22,7 +22,6 @@ def replay(run, dts):
     """Step the simulator core with the measured step times; return its feature rows."""
     st = run.state
     cfg_i, cfg_f = run.config.arrays(run.spec, run.params)
-    x = np.zeros(L.N_FEATURES)
     rows = []
     while True:
         status = begin_step(st.rf, st.ri, st.hint, st.queues, st.s, st.t, cfg_i, cfg_f,
@@ -37,8 +36,7 @@ def replay(run, dts):
             nb = int(st.s[L.S_BATCH])
             dt = 0.0
             if nb:
-                batch_features(st.batch, nb, x)
-                rows.append(x.copy())
+                rows.append(batch_features(st.batch, nb))
                 dt = dts[len(rows) - 1]
             if not enqueue_batch(st.s, st.t, cfg_i, dt):
                 continue

@@ -61,8 +61,7 @@ def test_batch_features_match_the_reference_features():
     context, new, decode = [500, 0, 90, 1000], [1000, 1298, 1, 1], [0, 0, 1, 1]
     batch = np.zeros((L.B_ROWS, 4), dtype=np.int64)
     batch[L.B_NEW], batch[L.B_CONTEXT], batch[L.B_DECODE] = new, context, decode
-    x = np.zeros(N_FEATURES)
-    batch_features(batch, 4, x)
+    x = np.array(batch_features(batch, 4))
     np.testing.assert_allclose(x, step_features(context, new, np.array(decode, bool)))
     assert x[6] == 2300 - 2048 and x[7] == 2 * (2300 - 2048)
 

@@ -304,7 +304,7 @@ def _complete(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate
     d[D_PHASE] = PH_BEGIN
 
 
-@allocating
+@kernel
 def advance(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, params, pstate,
             kv, d, df, slots, mask, recent, scratch, action, timed, until):
     """Apply ``action`` to the pending decision (if any), then run the engine to the next
@@ -314,7 +314,6 @@ def advance(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, par
     if d[D_KIND] != K_NONE and _apply(action, rf, ri, queues, batch, s, t, cfg_i, kv, d,
                                       slots, mask):
         return ADV_DECISION
-    x = np.zeros(coef.shape[1])
     while True:
         phase = d[D_PHASE]
         batch = batches[s[S_SLOT]]
@@ -362,7 +361,7 @@ def advance(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, par
             after_schedule(ri, batch, s, cfg_i)
             if timed == 0:
                 return ADV_READY
-            batch_features(batch, s[S_BATCH], x)
+            x = batch_features(batch, s[S_BATCH])
             dt = (step_time(coef, x) + s[S_SWAP_BLOCKS] * cfg_f[CF_SWAP_S_PER_BLOCK]
                   if s[S_BATCH] > 0 else 0.0)
             enqueue(s, t, cfg_i, d, dt)

@@ -18,9 +18,8 @@ One iteration follows vLLM 0.33's engine core (``EngineCore.step`` when synchron
 
 So with async scheduling arrivals, freed blocks and freed seats take effect one batch later.
 """
-import numpy as np
 
-from ..jit import allocating, kernel
+from ..jit import kernel
 from ..policies import dispatch
 from .blocks import cache_blocks, match_tokens, pool_consistent, release
 from .cost import batch_features, step_time
@@ -322,14 +321,13 @@ def begin_step(rf, ri, hint, queues, s, t, cfg_i, cfg_f, params, pstate, kv, unt
     return PLAN_READY
 
 
-@allocating
+@kernel
 def run_engine(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, params, pstate,
                kv, log, blog, max_steps, until):
     """Run engine iterations until ``max_steps`` batches were formed, every request is done,
     an error, the clock reached ``until`` (checked between iterations; an idle engine stops at
     ``until``), or the batch log is nearly full. Batches are timed with the step-time model.
     Returns the number of batches formed; fills ``log`` rows when it has any."""
-    x = np.zeros(coef.shape[1])
     steps = 0
     room = 2 * cfg_i[C_MAX_SEQS] + 2
     while steps < max_steps:
@@ -346,7 +344,7 @@ def run_engine(rf, ri, target, hint, queues, batches, s, t, cfg_i, cfg_f, coef, 
             if s[S_ERROR] != 0:
                 break
             nb = s[S_BATCH]
-            batch_features(batch, nb, x)
+            x = batch_features(batch, nb)
             swap_blocks = s[S_SWAP_BLOCKS]
             dt = step_time(coef, x) + swap_blocks * cfg_f[CF_SWAP_S_PER_BLOCK] if nb > 0 else 0.0
             if blog.shape[0] > 0:

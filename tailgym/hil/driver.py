@@ -160,7 +160,6 @@ def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str 
     engine = HILEngine(spec, run.config, st.n_requests, device=device, dtype=dtype, seed=seed)
     cfg_i, cfg_f = run.config.arrays(run.spec, run.params)
     coef = run.steps.coef()
-    x = np.zeros(L.N_FEATURES)
     log = []
     start = time.perf_counter()
     while True:
@@ -176,7 +175,7 @@ def run_hil(workload, policy: str = "fcfs", *, model: str = "tiny", device: str 
             if st.s[L.S_ERROR]:
                 raise RuntimeError(f"engine error {st.s[L.S_ERROR]} at t={st.t[L.T_NOW]:.3f}s")
             nb = int(st.s[L.S_BATCH])
-            batch_features(st.batch, nb, x)
+            x = batch_features(st.batch, nb)
             dt = engine.execute(st)
             if nb:
                 log.append((*x, dt))
