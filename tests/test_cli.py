@@ -1,11 +1,13 @@
 """The tailgym command line: runs, help, and every bad input as one line on stderr."""
 import ast
+import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from numba.core import types
 
 from tailgym.cli import common, main
 
@@ -162,9 +164,30 @@ def test_the_compile_notice_comes_once_before_the_wait(monkeypatch, capsys):
     monkeypatch.setattr(common, "engine_cached", lambda fleet=False: False)
     assert main(["run", "--workload", "default:n=60"]) == 0
     err = capsys.readouterr().err
-    assert err.count("compiling the numba engine") == 1 and "about 45 s" in err
+    assert err.count("compiling the numba engine") == 1
+    assert f"about {common.COMPILE_SECONDS} s" in err
     assert err.index("compiling") < err.index("compiled in")
     assert main(["run", *SMALL]) == 0 and "compiling" not in capsys.readouterr().err
+
+
+def test_the_compile_helper_uses_the_argument_types_of_the_engine_loop():
+    """The helper process's calls (``compile_iteration``) and this process's ``form_batch``
+    call have the types ``run_engine`` passes, so the loop finds both halves in the cache
+    instead of compiling them again."""
+    from tailgym.engine.step import begin_step, complete_batch, form_batch, run_engine
+    assert main(["run", *SMALL]) == 0
+    common.compile_iteration()
+    run, st, cfg_i, cfg_f = common.tiny_engine()
+    form_batch(st.rf, st.ri, st.target, st.queues, st.batches[0], st.s, cfg_i, cfg_f,
+               run.steps.coef(), st.kv, 0.0)
+    loop = dict(zip(inspect.signature(run_engine.py_func).parameters, run_engine.signatures[0]))
+    assert loop["until"] == types.float64 and loop["queues"].layout == "C"
+    for f in (begin_step, complete_batch, form_batch):
+        (sig,) = f.signatures
+        named = dict(zip(inspect.signature(f.py_func).parameters, sig))
+        shared = [p for p in named if p in loop]
+        assert len(shared) >= 9 and all(named[p] == loop[p] for p in shared), f.__name__
+    assert named["batch"] == loop["batches"].copy(ndim=2)
 
 
 def test_a_fleet_run_warms_the_fleet_loop_behind_the_notice(monkeypatch, capsys):

@@ -3,6 +3,7 @@ only, the Hill test survives ties and atoms, knobs are validated (gamma <= 0 fal
 FCFS as in SGLang) and gamma-Ada follows SGLang's rule by default."""
 import numpy as np
 import pytest
+from numba import njit
 from engine_helpers import simulate_arrays
 from test_cli import _one_line_error
 from test_policies import COEF, ENGINE, burst, first_order
@@ -159,6 +160,21 @@ def test_ada_target_is_sglangs_formula():
     assert t99 / t95 > 1.5
     assert online.ada_target(lat, 200.0) == pytest.approx(200.0 / (1 + 4 * (t99 / t95 - 1)))
     assert online.ada_target(np.ones(300), 200.0) == 200.0   # flat tail -> gamma_max
+
+
+numba_percentile = njit(lambda x, q: np.percentile(x, q))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 2000])
+def test_online_percentile_equals_numpys_bit_for_bit(n):
+    """The engine's own percentile (of sorted input) is numba's np.percentile, which the
+    engine used before, exactly, also with ties and at q = 0 and 100 (numpy's own differs
+    from both in the last bit: it interpolates as a + (b - a) t)."""
+    rng = np.random.default_rng(n)
+    for x in (rng.lognormal(0.0, 1.0, n), np.round(rng.uniform(0, 5, n))):
+        ordered = np.sort(x)
+        for q in (0.0, 1.0, 50.0, 95.0, 99.0, 99.9, 100.0):
+            assert online.percentile(ordered, q) == numba_percentile(x, q), (n, q)
 
 
 def test_ada_default_smooths_linearly_and_clamps_like_sglang():

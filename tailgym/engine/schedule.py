@@ -344,15 +344,17 @@ def _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, block
 
 
 @kernel
-def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, r, blocks, seats):
+def make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, r, blocks):
     """Evict running requests at positions >= ``first`` (lowest priority first) to free
-    ``blocks`` blocks and ``seats`` seats for ``r``; all or nothing. True on success."""
+    ``blocks`` blocks for ``r``, and a seat if ``r`` is queued and every seat is taken; all
+    or nothing (a counting pass first). True on success."""
     limit = rf[r, PRIO] + cfg_f[CF_DELTA]
-    if not _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, blocks,
-                         seats, False):
-        return False
-    return _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, blocks,
-                         seats, True)
+    seats = 1 if ri[r, STATUS] != ST_RUNNING and s[S_N_RUNNING] >= cfg_i[C_MAX_SEQS] else 0
+    for apply in (False, True):  # a loop, not two calls: numba would compile each literal
+        if not _evict_lowest(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, first, limit, blocks,
+                             seats, apply):
+            return False
+    return True
 
 
 @kernel
@@ -401,7 +403,7 @@ def schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv
             need = extra_blocks(ri, i, n, bs)
             if need > s[S_FREE_BLOCKS]:
                 stale = make_room(rf, ri, queues, s, cfg_i, cfg_f, coef, kv, k, i,
-                                  need - s[S_FREE_BLOCKS], 0)
+                                  need - s[S_FREE_BLOCKS])
             if need <= s[S_FREE_BLOCKS]:
                 need, register = extension(ri, cfg_i, i, n)
                 if need > 0 or register:
@@ -419,7 +421,7 @@ def schedule_preemptive(rf, ri, target, queues, batch, s, cfg_i, cfg_f, coef, kv
         n, hits, short = _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit)
         seats = 1 if s[S_N_RUNNING] >= cfg_i[C_MAX_SEQS] else 0
         if n > 0 and (short > 0 or seats > 0) and make_room(
-                rf, ri, queues, s, cfg_i, cfg_f, coef, kv, k, cand, short, seats):
+                rf, ri, queues, s, cfg_i, cfg_f, coef, kv, k, cand, short):
             n, hits, short = _plan_queued(kv, ri, s, cfg_i, cand, queue, budget, limit)
             seats = 0
         if n == 0 or short > 0 or seats > 0:

@@ -16,6 +16,8 @@ recent ``WINDOW`` of each. ``gamma`` estimators (uniboost spec sections 2.4-2.5,
   on recent end-to-end latencies (heavy tail -> smaller gamma, more SJF), smoothed as SGLang
   does (``smooth_gamma_linear``) or in log gamma (``smooth_gamma``, also used by ``auto``).
 """
+import math
+
 import numpy as np
 
 from ..jit import allocating, kernel
@@ -132,10 +134,27 @@ def lundberg_gamma(sizes, lam, gamma_min):
 
 @allocating
 def ada_target(latencies, gamma_max):
-    t95 = np.percentile(latencies, 95.0)
-    t99 = np.percentile(latencies, 99.0)
+    ordered = np.sort(latencies)
+    t95 = percentile(ordered, 95.0)
+    t99 = percentile(ordered, 99.0)
     excess = t99 / t95 - 1.0 if t95 > 0.0 else 0.0
     return gamma_max / (1.0 + 4.0 * max(excess, 0.0))
+
+
+@kernel
+def percentile(ordered, q):
+    """``np.percentile(x, q)`` (linear interpolation) of finite ``x`` given sorted, with
+    numba's arithmetic (bit for bit), without compiling numba's general implementation."""
+    n = ordered.shape[0]
+    if n == 1 or q == 100.0:
+        return ordered[n - 1]
+    if q == 0.0:
+        return ordered[0]
+    rank = 1 + (n - 1) * (q / 100.0)
+    f = math.floor(rank)
+    m = rank - f
+    k = int(f - 1)
+    return ordered[k] * (1 - m) + ordered[k + 1] * m
 
 
 @kernel
