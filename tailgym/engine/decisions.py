@@ -459,7 +459,14 @@ def observe(rf, ri, batch, s, t, cfg_i, kv, d, recent, slots, out_slots, out_val
     g[12] = _log1p((a - 1 - first) / span) if span > 0 else 0.0
     n = min(d[D_RECENT], recent.shape[0])
     if n > 0:
-        x = np.sort(recent[:n])
+        x = np.empty(n)
+        for a in range(n):  # insertion sort: at most RECENT values, and no sort to compile
+            v = recent[a]
+            b = a - 1
+            while b >= 0 and x[b] > v:
+                x[b + 1] = x[b]
+                b -= 1
+            x[b + 1] = v
         g[13] = _log1p(_quantile(x, n, 0.5))
         g[14] = _log1p(_quantile(x, n, 0.9))
         g[15] = _log1p(_quantile(x, n, 0.99))

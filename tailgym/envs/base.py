@@ -11,7 +11,7 @@ from ..engine import layout as L
 from ..engine.layout import (ARRIVAL, DONE, FIRST_TOKEN, GENERATED, ST_FINISHED, ST_REJECTED,
                              STATUS)
 from ..admission import admission_check
-from ..jit import kernel
+from ..jit import allocating, kernel
 from ..metrics import Report
 from ..policies import resolve
 from ..sim import (POLICY_STREAM, apply_rate, build_engine, new_state,
@@ -32,10 +32,10 @@ QUANTILES = (0.5, 0.9, 0.99)
 IV_COLS = IV_QUANTILES + 2 * len(QUANTILES)
 
 
-@kernel
+@allocating
 def _quantiles(x, out, at):
     """``QUANTILES`` of ``x`` (linear interpolation, numpy's default) into ``out[at:]``;
-    zeros if ``x`` is empty."""
+    zeros if ``x`` is empty. (Sorts ``x`` in place: numba's sort needs reference counting.)"""
     n = x.size
     x.sort()
     for j, q in enumerate(QUANTILES):
