@@ -138,8 +138,8 @@ def _offer_admission(rf, ri, queues, batch, s, cfg_i, kv, d, slots, mask, scratc
     while s[S_N_WAITING] > 0 and ri[queues[Q_WAITING, 0], STALE] > 0:
         queues[Q_SKIPPED, d[D_SKIPPED]] = heap_pop(queues[Q_WAITING], s, S_N_WAITING, rf)
         d[D_SKIPPED] += 1
-    n = heap_head(queues[Q_SWAPPED], s[S_N_SWAPPED], rf, slots, 0, k, scratch)
-    n += heap_head(queues[Q_WAITING], s[S_N_WAITING], rf, slots, n, k - n, scratch)
+    n = heap_head(queues[Q_SWAPPED], s[S_N_SWAPPED], rf, slots, k, scratch)
+    n += heap_head(queues[Q_WAITING], s[S_N_WAITING], rf, slots[n:], k - n, scratch)
     kept = 0
     for j in range(n):
         if ri[slots[j], STALE] == 0:
@@ -273,9 +273,10 @@ def _apply(action, rf, ri, queues, batch, s, t, cfg_i, kv, d, slots, mask):
             mask[SWAP_RECOMPUTE] = 1
             mask[SWAP_SWAP] = 1
             return True
-        _evict(v, False, rf, ri, queues, batch, s, cfg_i, kv, d)
-        return False
-    _evict(d[D_VICTIM], action == SWAP_SWAP, rf, ri, queues, batch, s, cfg_i, kv, d)  # K_SWAP
+        swap = False
+    else:  # K_SWAP
+        v, swap = d[D_VICTIM], action == SWAP_SWAP
+    _evict(v, swap, rf, ri, queues, batch, s, cfg_i, kv, d)  # one call: numba compiles each literal
     return False
 
 

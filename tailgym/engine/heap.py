@@ -87,8 +87,8 @@ def heap_remove(heap, s, slot, rf, pos):
 
 
 @kernel
-def heap_head(heap, n, rf, out, start, limit, frontier):
-    """Write the best ``limit`` entries of ``heap[:n]`` in service order into ``out[start:]``
+def heap_head(heap, n, rf, out, limit, frontier):
+    """Write the best ``limit`` entries of ``heap[:n]`` in service order into ``out``
     (a best-first walk of the tree, O(limit^2), with ``frontier`` as scratch of size
     ``limit + 1`` or more). Returns how many were written."""
     if n == 0 or limit <= 0:
@@ -101,7 +101,7 @@ def heap_head(heap, n, rf, out, start, limit, frontier):
         for f in range(1, size):
             frontier[f - 1] = frontier[f]
         size -= 1
-        out[start + count] = heap[pos]
+        out[count] = heap[pos]
         count += 1
         for child in (2 * pos + 1, 2 * pos + 2):
             if child >= n:
