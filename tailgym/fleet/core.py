@@ -196,8 +196,11 @@ def next_request(common, rep, fleet, snap, match, fl, refresh_s, t0, check, toke
     elif not advance(common, rep, fleet, fl, a, check, tokens, log, blog):
         return FLEET_ERROR
     if prefix:
-        for r in range(match.shape[0]):
-            match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[r, C_BLOCK_SIZE])
+        if key_off[k] == key_off[k + 1]:  # keys of its own only: cached nowhere before it runs
+            match[:] = 0.0
+        else:
+            for r in range(match.shape[0]):
+                match[r] = match_tokens(_kv(rep, key_off, keys, r), ri, k, cfg_i[r, C_BLOCK_SIZE])
     return ROUTE_READY
 
 
