@@ -170,13 +170,16 @@ def test_the_compile_notice_comes_once_before_the_wait(monkeypatch, capsys):
     assert main(["run", *SMALL]) == 0 and "compiling" not in capsys.readouterr().err
 
 
-def test_the_compile_helper_uses_the_argument_types_of_the_engine_loop():
-    """The helper process's calls (``compile_iteration``) and this process's ``form_batch``
-    call have the types ``run_engine`` passes, so the loop finds both halves in the cache
-    instead of compiling them again."""
+def test_the_compile_helper_uses_the_argument_types_of_the_engine_loop(capsys):
+    """The helper process's calls (``compile_helper``: ``compile_iteration``, then a step of
+    ``Serve-v0``) and this process's ``form_batch`` call have the types ``run_engine``
+    passes, so the loop finds both halves in the cache instead of compiling them again."""
+    from tailgym.engine.decisions import advance
     from tailgym.engine.step import begin_step, complete_batch, form_batch, run_engine
     assert main(["run", *SMALL]) == 0
-    common.compile_iteration()
+    capsys.readouterr()
+    common.compile_helper()
+    assert capsys.readouterr().out == "compiled\n" and advance.signatures
     run, st, cfg_i, cfg_f = common.tiny_engine()
     form_batch(st.rf, st.ri, st.target, st.queues, st.batches[0], st.s, cfg_i, cfg_f,
                run.steps.coef(), st.kv, 0.0)

@@ -19,8 +19,8 @@ from ..workload import WorkloadError
 # for the whole trace, so latencies measure the trace's length more than the policy.
 FAR_PAST_SATURATION = 1.25
 # First compile of the numba engine, measured on the 2-core development machine (a fresh
-# cache, `tailgym run`: 16 s); update it when the engine's compile time changes.
-COMPILE_SECONDS = 15
+# cache, `tailgym run`: 17-18 s); update it when the engine's compile time changes.
+COMPILE_SECONDS = 18
 
 
 class CLIError(Exception):
@@ -326,10 +326,11 @@ def engine_cached(fleet: bool = False) -> bool:
 def ensure_compiled(quiet: bool = False, fleet: bool = False) -> None:
     """Compile the numba engine (and, with ``fleet``, the fleet loop) now if it is not
     cached, saying so first and how long it took, so that no later wait (or progress bar's
-    estimate) includes it. The compile runs on two cores: a helper process compiles an
-    iteration's arrivals, policies and output processing (``compile_iteration``) into
-    numba's disk cache while this one compiles batch formation, about half each; then the
-    engine loop finds both cached. If the helper fails, this process compiles its half."""
+    estimate) includes it. The compile runs on two cores: a helper process
+    (``compile_helper``) compiles an iteration's arrivals, policies and output processing
+    into numba's disk cache while this one compiles batch formation, about half each; then
+    the engine loop finds both cached, while the helper goes on to compile the decision loop
+    of the gym environments. If the helper fails, this process compiles its half."""
     if engine_cached(fleet):
         return
     from ..engine.step import form_batch
@@ -341,15 +342,16 @@ def ensure_compiled(quiet: bool = False, fleet: bool = False) -> None:
         f"about a second)...")
     start = time.perf_counter()
     helper = subprocess.Popen([sys.executable, "-c", "from tailgym.cli.common import "
-                               "compile_iteration; compile_iteration()"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "compile_helper; compile_helper()"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         run, st, cfg_i, cfg_f = tiny_engine()
         form_batch(st.rf, st.ri, st.target, st.queues, st.batches[0], st.s, cfg_i, cfg_f,
                    run.steps.coef(), st.kv, 0.0)
+        helper.stdout.readline()  # its half is cached (or it failed: then this compiles it)
+        simulate(load_workload("default:n=20"), **({"replicas": 2} if fleet else {}))
     finally:
         helper.wait()
-    simulate(load_workload("default:n=20"), **({"replicas": 2} if fleet else {}))
     say(f"tailgym: compiled in {time.perf_counter() - start:.0f} s")
 
 
@@ -373,6 +375,17 @@ def compile_iteration() -> None:
                st.pstate, st.kv, np.inf)
     complete_batch(st.rf, st.ri, st.target, st.hint, st.queues, st.batches, st.s, st.t, cfg_i,
                    run.params, st.pstate, st.kv)
+
+
+def compile_helper() -> None:
+    """The helper process of ``ensure_compiled``: ``compile_iteration``, a line on stdout
+    when that is cached, then a step of ``Serve-v0`` (its decision loop and observations)."""
+    from ..envs.serve import ServeEnv
+    compile_iteration()
+    print("compiled", flush=True)
+    env = ServeEnv(workload="default:n=20")
+    env.reset(seed=0)
+    env.step(env.heuristic_action())
 
 
 # ------------------------------------------------------------------------- errors
