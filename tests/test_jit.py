@@ -54,7 +54,8 @@ def test_every_numba_function_declares_its_compile_mode():
     assert len(kernels()) > 80
 
 
-@pytest.mark.parametrize("name,dispatcher", kernels(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name,dispatcher", kernels(),
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_kernel_neither_allocates_nor_returns_its_arrays(name, dispatcher):
     """Without reference counting a kernel must not create an array (numba refuses to compile
     it, but only once a path reaches it) or hand a view back: its return statements name no
