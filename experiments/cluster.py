@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from headline import GPU, MODEL, PROFILE, fmt
+from headline import GPU, MODEL, PROFILE, fmt, interval_bars, latency_panel
 
 import tailgym
 from tailgym.compare import write_csv
@@ -265,18 +265,13 @@ def plot(rows, path: Path, metric: str, lines_of: str, fixed: str) -> None:
             policy, router = (fixed, name) if lines_of == "router" else (name, fixed)
             x, est, half = curve(w, n, policy, router)
             if x:
-                ax.errorbar(x, est, yerr=np.minimum(half, 0.95 * est), marker="o", ms=3, capsize=2,
-                            color=f"C{k}", label=name)
+                interval_bars(ax, x, est, half, color=f"C{k}", label=name)
             if lines_of == "policy" or k == 0:  # the single engine: dashed
                 x, est, _ = curve(w, 1, policy, router)
                 if x:
                     ax.plot(x, est, "--x", lw=1, ms=4, color="k" if lines_of == "router" else f"C{k}",
                             label=f"1 replica, {policy}" if k == 0 else None)
-        ax.set_yscale("log")
-        ax.set_title(f"{w}, {n} replicas", fontsize=10)
-        ax.set_xlabel("per-replica load")
-        ax.set_ylabel(f"{metric.replace('_', ' ').upper()} (s)")
-        ax.grid(alpha=0.3, which="both")
+        latency_panel(ax, f"{w}, {n} replicas", "per-replica load", metric)
     axes[0, 0].legend(fontsize=7)
     what = f"routers under {fixed}" if lines_of == "router" else f"policies under {fixed}"
     fig.suptitle(f"{metric.replace('_', ' ').upper()} vs load, {what} — {MODEL} on {GPU} replicas "

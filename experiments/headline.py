@@ -197,6 +197,22 @@ def target_table(rows: list[dict], policy: str, loads=(0.9, 1.0)) -> str:
     return "\n".join(lines)
 
 
+def interval_bars(ax, x, mean, half, **style) -> None:
+    """Means with their interval half-widths as error bars, each bar kept above 0 (a log
+    axis cannot draw it below)."""
+    ax.errorbar(x, mean, yerr=np.minimum(half, 0.95 * mean), marker="o", ms=3, capsize=2,
+                **style)
+
+
+def latency_panel(ax, title: str, xlabel: str, metric: str) -> None:
+    """A latency-vs-load panel: log scale, the metric's name in seconds, a light grid."""
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{metric.replace('_', ' ').upper()} (s)")
+    ax.grid(alpha=0.3, which="both")
+
+
 def plot_p99_vs_load(rows, path: Path, metric: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -211,14 +227,10 @@ def plot_p99_vs_load(rows, path: Path, metric: str) -> None:
                 ivs = [mean_interval(list(data[(w, kv, x)][p].values())) for x in loads]
                 mean = np.array([iv.estimate for iv in ivs])
                 half = np.array([iv.hi - iv.estimate for iv in ivs])
-                ax.errorbar(loads, mean, yerr=np.minimum(half, 0.95 * mean), marker="o", ms=3,
-                            capsize=2, label=p,
-                            lw=2.5 if p in ("uniboost", "gittins-tail") else 1.0)
-            ax.set_yscale("log")
-            ax.set_title(f"{w}, {kv} KV", fontsize=10)
-            ax.set_xlabel("load (fraction of FCFS saturation throughput)")
-            ax.set_ylabel(f"{metric.replace('_', ' ').upper()} (s)")
-            ax.grid(alpha=0.3, which="both")
+                interval_bars(ax, loads, mean, half, label=p,
+                              lw=2.5 if p in ("uniboost", "gittins-tail") else 1.0)
+            latency_panel(ax, f"{w}, {kv} KV", "load (fraction of FCFS saturation throughput)",
+                          metric)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"{metric.replace('_', ' ').upper()} vs load — {MODEL} on {GPU} ({PROFILE}), "
                  f"{WINDOW}-request windows (bars: 95% t interval of the mean over windows)")
