@@ -39,13 +39,7 @@ def _quantiles(x, out, at):
     n = x.size
     x.sort()
     for j, q in enumerate(QUANTILES):
-        if n == 0:
-            out[at + j] = 0.0
-            continue
-        pos = q * (n - 1)
-        lo = int(pos)
-        hi = min(lo + 1, n - 1)
-        out[at + j] = x[lo] + (x[hi] - x[lo]) * (pos - lo)
+        out[at + j] = D.sorted_quantile(x, n, q) if n > 0 else 0.0
 
 
 @kernel
