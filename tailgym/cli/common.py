@@ -341,17 +341,14 @@ def ensure_compiled(quiet: bool = False, fleet: bool = False) -> None:
         f"on a quiet 2-core machine, longer on a busy one; later runs load it from disk in "
         f"about a second)...")
     start = time.perf_counter()
-    helper = subprocess.Popen([sys.executable, "-c", "from tailgym.cli.common import "
-                               "compile_helper; compile_helper()"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
+    with subprocess.Popen([sys.executable, "-c", "from tailgym.cli.common import "
+                           "compile_helper; compile_helper()"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as helper:
         run, st, cfg_i, cfg_f = tiny_engine()
         form_batch(st.rf, st.ri, st.target, st.queues, st.batches[0], st.s, cfg_i, cfg_f,
                    run.steps.coef(), st.kv, 0.0)
         helper.stdout.readline()  # its half is cached (or it failed: then this compiles it)
         simulate(load_workload("default:n=20"), **({"replicas": 2} if fleet else {}))
-    finally:
-        helper.wait()
     say(f"tailgym: compiled in {time.perf_counter() - start:.0f} s")
 
 
