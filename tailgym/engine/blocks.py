@@ -4,12 +4,17 @@ Without prefix caching (``cfg_i[C_PREFIX] == 0``) only counts matter: ``ri[i, BL
 request and ``s[S_FREE_BLOCKS]``. With it, blocks have identities, as in vLLM's ``BlockPool``
 (``vllm/v1/core/block_pool.py``) and ``KVCacheManager``:
 
-* ``kv = (blk, ht, tables, rows, key_off, keys)``. ``blk`` (``B + 2`` rows, ``K_*`` columns)
-  holds each block's reference count, its hash key, its links in the free queue (a doubly
-  linked list; rows ``B`` and ``B + 1`` are its head and tail sentinels) and its links among
-  the blocks that carry the same key. ``ht`` is an open-addressing hash table
-  ``key -> (first, last block with that key)``. ``tables[ri[i, ROW]]`` lists the blocks of
-  each request holding GPU blocks; ``rows`` is the stack of free table rows.
+* ``kv = (blk, ht, tables, rows, free, key_off, keys)``. ``blk`` (``B + 2`` rows, ``K_*``
+  columns) holds each block's reference count, its hash key, its place in the free queue and
+  its links among the blocks that carry the same key. ``ht`` is an open-addressing hash
+  table ``key -> (first, last block with that key)``. ``tables[ri[i, ROW]]`` lists the
+  blocks of each request holding GPU blocks; ``rows`` is the stack of free table rows.
+* The free queue is the ring ``free``, from position ``blk[B, K_POS]`` (its head) to
+  ``blk[B + 1, K_POS]`` (past its tail); positions count up from ``RING_START``, slot =
+  position mod the ring's size. An entry is a block, or a hole (its block no longer sits at
+  that position: a cache hit took it; skipped, and squeezed out when the ring fills), or
+  ``dead(b)``. Popping and pushing walk the ring in order: no pointer chasing through the
+  pool, whose rows a fleet's replicas rarely find in the CPU cache.
 * The key of a request's block ``k`` identifies its token prefix up to the end of that block:
   ``keys[key_off[i] + k]`` (>= 0, from the workload; shared prefixes share keys) for the
   blocks the workload describes, else ``-(i * 2**24 + k) - 1``, unique to the request.
@@ -20,40 +25,50 @@ request and ``s[S_FREE_BLOCKS]``. With it, blocks have identities, as in vLLM's 
   if not; a request's blocks are freed last-first. A full block gets its key once its tokens
   are known and computed or scheduled (``cache_blocks``); a lookup walks a request's keys
   from the first block and stops at the first miss, capped at ``num_tokens - 1`` tokens.
+* A key of a request's own can only be looked up by that request, and only after a
+  preemption released its blocks. So such a block enters ``ht`` only then (``release`` of a
+  request that will run again); while its request runs it carries no key (``own_unindexed``
+  says which), and once its request finished it is queued as ``dead(b)``, in the place the
+  key held in vLLM's LRU order. Most blocks never touch ``ht``, with the same hits,
+  evictions and block ids as indexing every key at once.
 """
 import numpy as np
 
 from ..jit import allocating, kernel
 from .layout import (BLOCKS, C_BLOCK_SIZE, C_GPU_BLOCKS, C_PREFIX, CACHED_BLOCKS, GENERATED,
-                     PROMPT, ROW, S_FREE_BLOCKS)
+                     MATCH_TOKENS, N_PREEMPT, PROMPT, ROW, S_FREE_BLOCKS, ST_FINISHED, STATUS)
 
 K_REF = 0
 K_KEY = 1
-K_PREV = 2    # free queue
-K_NEXT = 3
-K_HPREV = 4   # blocks with the same key, in insertion order
-K_HNEXT = 5
-K_COLS = 6
+K_POS = 2     # its position in the free queue (NONE: not in it); rows B, B + 1: head, end
+K_HPREV = 3   # blocks with the same key, in insertion order
+K_HNEXT = 4
+K_COLS = 5
 NO_KEY = np.iinfo(np.int64).min
 NONE = -1
 H_KEY = 0
 H_FIRST = 1
 H_LAST = 2
 IMPLICIT_SHIFT = 1 << 24  # block index bound of the implicit keys
+RING_START = 1 << 40      # a multiple of every ring size: the first position maps to slot 0
 
 
 def new_pool(num_gpu_blocks: int, rows: int, max_blocks: int, key_off, keys, prefix: bool):
     """The pool arrays ``kv`` for ``num_gpu_blocks`` blocks and ``rows`` block tables of
-    ``max_blocks`` entries (tiny placeholders when prefix caching is off)."""
+    ``max_blocks`` entries (tiny placeholders when prefix caching is off). The free queue
+    holds blocks 1 .. B - 1 in order (at slots 0 .., whatever the ring's size, so a fleet
+    may pad the ring with ``NONE``)."""
     if not prefix:
         num_gpu_blocks, rows, max_blocks = 1, 1, 1
     b = num_gpu_blocks
     blk = np.full((b + 2, K_COLS), NONE, dtype=np.int64)
     blk[:, K_REF] = 0
     blk[:, K_KEY] = NO_KEY
-    order = np.concatenate(([b], np.arange(1, b), [b + 1]))  # head, blocks 1.., tail
-    blk[order[1:], K_PREV] = order[:-1]
-    blk[order[:-1], K_NEXT] = order[1:]
+    blk[1:b, K_POS] = RING_START + np.arange(b - 1)
+    blk[b, K_POS] = RING_START
+    blk[b + 1, K_POS] = RING_START + b - 1
+    free = np.full(1 << max(4, int(2 * b).bit_length()), NONE, dtype=np.int64)
+    free[:b - 1] = np.arange(1, b)
     capacity = 1 << max(4, int(2 * b - 1).bit_length())
     ht = np.full((capacity, 3), NONE, dtype=np.int64)
     ht[:, H_KEY] = NO_KEY
@@ -61,13 +76,27 @@ def new_pool(num_gpu_blocks: int, rows: int, max_blocks: int, key_off, keys, pre
     stack[0] = rows
     stack[1:] = np.arange(rows)[::-1]
     tables = np.zeros((rows, max(max_blocks, 1)), dtype=np.int32)
-    return (blk, ht, tables, stack, np.ascontiguousarray(key_off, dtype=np.int64),
+    return (blk, ht, tables, stack, free, np.ascontiguousarray(key_off, dtype=np.int64),
             np.ascontiguousarray(keys, dtype=np.int64))
 
 
 @kernel
+def _n_keys(kv, i):
+    """Leading blocks of request ``i`` that the workload gives keys."""
+    return kv[5][i + 1] - kv[5][i]
+
+
+@kernel
+def own_unindexed(kv, ri, cfg_i, i):
+    """First block of request ``i`` holding GPU blocks from which its cached blocks carry its
+    own keys, in no table yet: those past the workload's keys and past the hits it took at
+    its admission (``MATCH_TOKENS``)."""
+    return max(_n_keys(kv, i), ri[i, MATCH_TOKENS] // cfg_i[C_BLOCK_SIZE])
+
+
+@kernel
 def key_of(kv, i, k):
-    key_off, keys = kv[4], kv[5]
+    key_off, keys = kv[5], kv[6]
     j = key_off[i] + k
     if j < key_off[i + 1]:
         return keys[j]
@@ -142,6 +171,7 @@ def drop_key(kv, b):
     """Evict block ``b`` from the cache (it keeps no key)."""
     blk, ht = kv[0], kv[1]
     key = blk[b, K_KEY]
+    blk[b, K_KEY] = NO_KEY
     if key == NO_KEY:
         return
     p = ht_find(ht, key)
@@ -156,23 +186,60 @@ def drop_key(kv, b):
         ht[p, H_LAST] = prev
     if ht[p, H_FIRST] < 0:
         _ht_delete(ht, p)
-    blk[b, K_KEY] = NO_KEY
 
 
 @kernel
-def _unlink(blk, b):
-    prev, nxt = blk[b, K_PREV], blk[b, K_NEXT]
-    blk[prev, K_NEXT] = nxt
-    blk[nxt, K_PREV] = prev
+def _pop(blk, free, head):
+    """The entry at the head of the free queue, taken (the caller knows a block is free)."""
+    mask = free.shape[0] - 1
+    p = blk[head, K_POS]
+    while True:
+        e = free[p & mask]
+        if e < 0:
+            break
+        if blk[e, K_POS] == p:
+            blk[e, K_POS] = NONE
+            break
+        p += 1  # a hole
+    blk[head, K_POS] = p + 1
+    return e
 
 
 @kernel
-def _link_after(blk, a, b):
-    nxt = blk[a, K_NEXT]
-    blk[a, K_NEXT] = b
-    blk[b, K_PREV] = a
-    blk[b, K_NEXT] = nxt
-    blk[nxt, K_PREV] = b
+def _room(blk, free, head, n):
+    """Make room for ``n`` more entries in the ring, squeezing out its holes if it is full."""
+    mask = free.shape[0] - 1
+    lo, hi = blk[head, K_POS], blk[head + 1, K_POS]
+    if hi - lo + n <= free.shape[0]:
+        return
+    w = lo
+    for p in range(lo, hi):
+        e = free[p & mask]
+        if e < 0 or blk[e, K_POS] == p:
+            free[w & mask] = e
+            if e > 0:
+                blk[e, K_POS] = w
+            w += 1
+    blk[head + 1, K_POS] = w
+
+
+@kernel
+def dead(b):
+    """The queue entry of a free block ``b`` whose key nobody can look up any more (its
+    request finished): never hit, so never a hole, and its allocation drops no key. Its own
+    inverse: ``dead(entry)`` is the block."""
+    return -b - 2
+
+
+@kernel
+def _push_tail(blk, free, head, e):
+    """Queue entry ``e`` (a block, or ``dead(b)``) at the tail."""
+    _room(blk, free, head, 1)
+    p = blk[head + 1, K_POS]
+    free[p & (free.shape[0] - 1)] = e
+    if e > 0:
+        blk[e, K_POS] = p
+    blk[head + 1, K_POS] = p + 1
 
 
 @kernel
@@ -192,8 +259,12 @@ def lookup(kv, ri, i, num_tokens, bs):
     hits = 0
     evictable = 0
     limit = (num_tokens - 1) // bs
+    own = ri[i, N_PREEMPT] == 0   # its own keys: indexed only once a preemption released them
     while hits < limit:
-        p = ht_find(ht, key_of(kv, i, hits))
+        key = key_of(kv, i, hits)
+        if key < 0 and own:
+            break
+        p = ht_find(ht, key)
         if p < 0:
             break
         if blk[ht[p, H_FIRST], K_REF] == 0:
@@ -216,7 +287,7 @@ def take_hits(kv, ri, s, i, hits):
     for k in range(hits):
         b = ht[ht_find(ht, key_of(kv, i, k)), H_FIRST]
         if blk[b, K_REF] == 0:
-            _unlink(blk, b)
+            blk[b, K_POS] = NONE  # leaves a hole in the ring
             s[S_FREE_BLOCKS] -= 1
         blk[b, K_REF] += 1
         tables[row, k] = b
@@ -233,13 +304,15 @@ def grow(kv, ri, s, cfg_i, i, count):
         ri[i, BLOCKS] += count
         s[S_FREE_BLOCKS] -= count
         return
-    blk, tables = kv[0], kv[2]
+    blk, tables, free = kv[0], kv[2], kv[4]
     head = cfg_i[C_GPU_BLOCKS]
     row = _row(kv, ri, i)
     for c in range(count):
-        b = blk[head, K_NEXT]
-        _unlink(blk, b)
-        drop_key(kv, b)
+        b = _pop(blk, free, head)
+        if b < 0:
+            b = dead(b)
+        else:
+            drop_key(kv, b)
         blk[b, K_REF] = 1
         tables[row, ri[i, BLOCKS]] = b
         ri[i, BLOCKS] += 1
@@ -257,15 +330,15 @@ def cache_blocks(kv, ri, cfg_i, i, tokens):
         return
     tables = kv[2]
     row = ri[i, ROW]
-    while k < full:
+    for k in range(k, min(full, _n_keys(kv, i))):  # (its own keys wait for a release)
         give_key(kv, tables[row, k], key_of(kv, i, k))
-        k += 1
     ri[i, CACHED_BLOCKS] = full
 
 
 @kernel
 def release(kv, ri, s, cfg_i, i):
-    """Free all GPU blocks of request ``i``, its last block first."""
+    """Free all GPU blocks of request ``i``, its last block first; unless it finished, index
+    the keys of its own it may look up when it runs again."""
     held = ri[i, BLOCKS]
     ri[i, BLOCKS] = 0
     if cfg_i[C_PREFIX] == 0:
@@ -273,21 +346,38 @@ def release(kv, ri, s, cfg_i, i):
         return
     if ri[i, ROW] < 0:
         return
-    blk, tables, rows = kv[0], kv[2], kv[3]
+    blk, tables, rows, free = kv[0], kv[2], kv[3], kv[4]
     head = cfg_i[C_GPU_BLOCKS]
-    tail = head + 1
     row = ri[i, ROW]
-    cursor = head
-    for k in range(held - 1, -1, -1):
+    cached = ri[i, CACHED_BLOCKS]
+    if held > cached:  # no key, never hit again: reused first, in the order freed
+        _room(blk, free, head, held - cached)
+        p = blk[head, K_POS] - (held - cached)
+        blk[head, K_POS] = p
+        for k in range(held - 1, cached - 1, -1):
+            b = tables[row, k]
+            blk[b, K_REF] = 0
+            free[p & (free.shape[0] - 1)] = b
+            blk[b, K_POS] = p
+            p += 1
+        s[S_FREE_BLOCKS] += held - cached
+    own = own_unindexed(kv, ri, cfg_i, i)
+    again = ri[i, STATUS] != ST_FINISHED
+    for k in range(cached - 1, -1, -1):
         b = tables[row, k]
-        blk[b, K_REF] -= 1
-        if blk[b, K_REF] == 0:
+        if k >= own or blk[b, K_KEY] == NO_KEY:  # its own key, in no table
+            blk[b, K_REF] = 0
             s[S_FREE_BLOCKS] += 1
-            if blk[b, K_KEY] == NO_KEY:
-                _link_after(blk, cursor, b)  # never hit again: reused first
-                cursor = b
+            if again:
+                give_key(kv, b, key_of(kv, i, k))
+                _push_tail(blk, free, head, b)
             else:
-                _link_after(blk, blk[tail, K_PREV], b)
+                _push_tail(blk, free, head, dead(b))
+        else:
+            blk[b, K_REF] -= 1
+            if blk[b, K_REF] == 0:
+                s[S_FREE_BLOCKS] += 1
+                _push_tail(blk, free, head, b)
     rows[rows[0] + 1] = row
     rows[0] += 1
     ri[i, ROW] = NONE
@@ -311,7 +401,8 @@ def exclusive_blocks(kv, ri, cfg_i, i):
 @allocating
 def pool_consistent(kv, ri, s, cfg_i):
     """Every block's reference count equals the tables that hold it; the free queue holds
-    exactly the unreferenced blocks, ``s[S_FREE_BLOCKS]`` of them; keys and map agree."""
+    exactly the unreferenced blocks, ``s[S_FREE_BLOCKS]`` of them, once each; keys and map
+    agree both ways."""
     b_total = cfg_i[C_GPU_BLOCKS]
     if cfg_i[C_PREFIX] == 0:
         return ri[:, BLOCKS].sum() + s[S_FREE_BLOCKS] == b_total - 1 and s[S_FREE_BLOCKS] >= 0
@@ -325,19 +416,33 @@ def pool_consistent(kv, ri, s, cfg_i):
             return False
     if refs[0] != 0:
         return False
-    free = 0
-    b = blk[b_total, K_NEXT]
-    while b != b_total + 1:
-        if refs[b] != 0:
+    ring = kv[4]
+    queued = np.zeros(b_total, dtype=np.int64)   # times in the queue
+    for p in range(blk[b_total, K_POS], blk[b_total + 1, K_POS]):
+        e = ring[p & (ring.shape[0] - 1)]
+        if e == NONE:
             return False
-        free += 1
-        b = blk[b, K_NEXT]
-    if free != s[S_FREE_BLOCKS] or free + (refs[1:] > 0).sum() != b_total - 1:
+        if e < 0:
+            queued[dead(e)] += 1
+        elif blk[e, K_POS] == p:
+            queued[e] += 1
+    if queued[0] != 0 or (queued > 1).any() or queued.sum() != s[S_FREE_BLOCKS]:
         return False
     for b in range(1, b_total):
-        if blk[b, K_REF] != refs[b]:
+        if blk[b, K_REF] != refs[b] or (queued[b] == 1) == (refs[b] > 0):
             return False
         key = blk[b, K_KEY]
         if key != NO_KEY and ht_find(ht, key) < 0:
+            return False
+    for p in range(ht.shape[0]):  # each entry lists exactly the blocks that carry its key
+        key = ht[p, H_KEY]
+        if key == NO_KEY:
+            continue
+        prev, b = NONE, ht[p, H_FIRST]
+        while b != NONE:
+            if blk[b, K_KEY] != key or blk[b, K_HPREV] != prev:
+                return False
+            prev, b = b, blk[b, K_HNEXT]
+        if prev != ht[p, H_LAST]:
             return False
     return True

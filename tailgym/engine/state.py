@@ -120,16 +120,16 @@ class EngineState:
         if block_keys is None:
             block_keys = (np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
         largest = int(config.blocks_for_request(prompt, output).max()) if n else 1
-        (self.pool_blocks, self.pool_map, self.pool_tables, self.pool_rows, self.key_off,
-         self.keys) = new_pool(config.num_gpu_blocks, config.max_num_seqs + 1,
+        (self.pool_blocks, self.pool_map, self.pool_tables, self.pool_rows, self.pool_free,
+         self.key_off, self.keys) = new_pool(config.num_gpu_blocks, config.max_num_seqs + 1,
                                min(largest, config.num_gpu_blocks), *block_keys,
                                config.enable_prefix_caching)
 
     @property
     def kv(self) -> tuple:
         """The block pool arrays as the numba core takes them (see ``blocks``)."""
-        return (self.pool_blocks, self.pool_map, self.pool_tables, self.pool_rows, self.key_off,
-                self.keys)
+        return (self.pool_blocks, self.pool_map, self.pool_tables, self.pool_rows,
+                self.pool_free, self.key_off, self.keys)
 
     @property
     def batch(self) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 One global per-request table (``rf``, ``ri``, ``target``, ``hint``) serves every replica; each
 replica ``r`` owns its slice of the stacked arrays ``rep = (queues, batches, s, t, pstate, blk,
-ht, tables, rows)`` and of ``cfg_i, cfg_f, coef, params`` in ``common`` (leading axis: replica;
+ht, tables, rows, free)`` and of ``cfg_i, cfg_f, coef, params`` in ``common`` (leading axis: replica;
 padded to the largest replica's shapes), and the block keys ``key_off, keys`` are shared.
 A request is routed when its arrival is next: replicas whose clock is before it are first
 stepped up to it (each runs the engine iterations that begin before the arrival, so its state
@@ -43,7 +43,7 @@ UNLIMITED = np.iinfo(np.int64).max
 
 @inlined
 def _kv(rep, key_off, keys, r):
-    return rep[5][r], rep[6][r], rep[7][r], rep[8][r], key_off, keys
+    return rep[5][r], rep[6][r], rep[7][r], rep[8][r], rep[9][r], key_off, keys
 
 
 @kernel

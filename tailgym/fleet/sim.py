@@ -60,7 +60,7 @@ class Group:
         st, c = run.state, self.config
         largest = int(c.blocks_for_request(st.ri[:, L.PROMPT], st.target).max()) if len(st.target) else 1
         self.pool = new_pool(c.num_gpu_blocks, c.max_num_seqs + 1, min(largest, c.num_gpu_blocks),
-                             st.key_off, st.keys, c.enable_prefix_caching)[:4]
+                             st.key_off, st.keys, c.enable_prefix_caching)[:5]
         self.batches = np.zeros((2, L.B_ROWS, c.max_num_seqs + 1), dtype=np.int64)
         self.s = st.s.copy()
         self.s[L.S_N_ARRIVALS] = 0
@@ -98,7 +98,7 @@ class Fleet:
                     np.repeat(st.t[np.newaxis], self.n, axis=0),
                     np.repeat(st.pstate[np.newaxis], self.n, axis=0),
                     stack([g.pool[0] for g in per], NONE), ht, stack([g.pool[2] for g in per]),
-                    stack([g.pool[3] for g in per]))
+                    stack([g.pool[3] for g in per]), stack([g.pool[4] for g in per], NONE))
         self.common = (st.rf, st.ri, st.target, st.hint, stack([g.cfg_i for g in per]),
                        stack([g.cfg_f for g in per]), stack([g.coef for g in per]),
                        stack([g.params for g in per]), st.key_off, st.keys)
