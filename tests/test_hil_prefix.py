@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tailgym.engine import layout as L
-from tailgym.engine.blocks import K_REF
+from tailgym.engine.blocks import K_KEY, K_REF, NO_KEY
 from tailgym.hil import driver
 from tailgym.hil.executor import HILExecutor, token_ids, token_seeds
 from tailgym.hil.kv_cache import PagedKVCache
@@ -132,7 +132,9 @@ class Checked(driver.HILEngine):
                 assert j == i or kj == k and key == workload_key(st, j, k) is not None
         refs = np.bincount([b for i in held for b in t.gpu[i]],
                            minlength=self.config.num_gpu_blocks)
-        assert refs[0] == 0 and (refs == st.pool_blocks[:len(refs), K_REF]).all()
+        blk = st.pool_blocks[:len(refs)]  # counts kept for keyed blocks, a keyless one's 0
+        assert refs[0] == 0 and (np.where(blk[:, K_KEY] == NO_KEY, 0, refs) == blk[:, K_REF]).all()
+        assert (refs[blk[:, K_KEY] == NO_KEY] <= 1).all()
         assert (refs[1:] == 0).sum() == st.s[L.S_FREE_BLOCKS]
         assert sorted(t.host) == np.flatnonzero(ri[:, L.HOST_BLOCKS] > 0).tolist()
         slots = [h for i in t.host for h in t.host[i]]

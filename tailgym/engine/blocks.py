@@ -5,24 +5,26 @@ request and ``s[S_FREE_BLOCKS]``. With it, blocks have identities, as in vLLM's 
 (``vllm/v1/core/block_pool.py``) and ``KVCacheManager``:
 
 * ``kv = (blk, ht, tables, rows, free, key_off, keys)``. ``blk`` (``B + 2`` rows, ``K_*``
-  columns) holds each block's reference count, its hash key, its place in the free queue and
-  its links among the blocks that carry the same key. ``ht`` is an open-addressing hash
+  columns) holds each block's hash key, its reference count (kept for blocks with a key,
+  which other requests may share: a keyless block is its one request's, count 0), its place
+  in the free queue and its links among the blocks that carry the same key. ``ht`` is an open-addressing hash
   table ``key -> (first, last block with that key)``. ``tables[ri[i, ROW]]`` lists the
   blocks of each request holding GPU blocks; ``rows`` is the stack of free table rows.
 * The free queue is the ring ``free``, from position ``blk[B, K_POS]`` (its head) to
   ``blk[B + 1, K_POS]`` (past its tail); positions count up from ``RING_START``, slot =
-  position mod the ring's size. An entry is a block, or a hole (its block no longer sits at
-  that position: a cache hit took it; skipped, and squeezed out when the ring fills), or
-  ``dead(b)``. Popping and pushing walk the ring in order: no pointer chasing through the
-  pool, whose rows a fleet's replicas rarely find in the CPU cache.
+  position mod the ring's size. An entry is a block with a key, or a hole (its block no
+  longer sits at that position: a cache hit took it; skipped, and squeezed out when the ring
+  fills), or ``dead(b)`` for a keyless block. Popping and pushing walk the ring in order,
+  and a keyless block's life (allocated, freed) touches no row of ``blk``: no pointer
+  chasing through the pool, whose rows a fleet's replicas rarely find in the CPU cache.
 * The key of a request's block ``k`` identifies its token prefix up to the end of that block:
   ``keys[key_off[i] + k]`` (>= 0, from the workload; shared prefixes share keys) for the
   blocks the workload describes, else ``-(i * 2**24 + k) - 1``, unique to the request.
 * Block 0 is vLLM's null block: ``num_gpu_blocks`` blocks hold ``num_gpu_blocks - 1``.
 * Allocation pops the head of the free queue and drops the key the block still carried
-  (evicting it from the cache); a block whose reference count falls to 0 goes to the tail of
-  the queue if it carries a key (reusable until the allocator reaches it: LRU), to the head
-  if not; a request's blocks are freed last-first. A full block gets its key once its tokens
+  (evicting it from the cache); a block no request holds any more goes to the tail of the
+  queue if it carries a key (reusable until the allocator reaches it: LRU), to the head if
+  not; a request's blocks are freed last-first. A full block gets its key once its tokens
   are known and computed or scheduled (``cache_blocks``); a lookup walks a request's keys
   from the first block and stops at the first miss, capped at ``num_tokens - 1`` tokens.
 * A key of a request's own can only be looked up by that request, and only after a
@@ -56,19 +58,18 @@ RING_START = 1 << 40      # a multiple of every ring size: the first position ma
 def new_pool(num_gpu_blocks: int, rows: int, max_blocks: int, key_off, keys, prefix: bool):
     """The pool arrays ``kv`` for ``num_gpu_blocks`` blocks and ``rows`` block tables of
     ``max_blocks`` entries (tiny placeholders when prefix caching is off). The free queue
-    holds blocks 1 .. B - 1 in order (at slots 0 .., whatever the ring's size, so a fleet
-    may pad the ring with ``NONE``)."""
+    holds blocks 1 .. B - 1 in order, as ``dead`` entries (at slots 0 .., whatever the ring's
+    size, so a fleet may pad the ring with ``NONE``)."""
     if not prefix:
         num_gpu_blocks, rows, max_blocks = 1, 1, 1
     b = num_gpu_blocks
     blk = np.full((b + 2, K_COLS), NONE, dtype=np.int64)
     blk[:, K_REF] = 0
     blk[:, K_KEY] = NO_KEY
-    blk[1:b, K_POS] = RING_START + np.arange(b - 1)
     blk[b, K_POS] = RING_START
     blk[b + 1, K_POS] = RING_START + b - 1
     free = np.full(1 << max(4, int(2 * b).bit_length()), NONE, dtype=np.int64)
-    free[:b - 1] = np.arange(1, b)
+    free[:b - 1] = -np.arange(1, b) - 2  # dead(b): keyless, never hit
     capacity = 1 << max(4, int(2 * b - 1).bit_length())
     ht = np.full((capacity, 3), NONE, dtype=np.int64)
     ht[:, H_KEY] = NO_KEY
@@ -313,10 +314,17 @@ def grow(kv, ri, s, cfg_i, i, count):
             b = dead(b)
         else:
             drop_key(kv, b)
-        blk[b, K_REF] = 1
         tables[row, ri[i, BLOCKS]] = b
         ri[i, BLOCKS] += 1
     s[S_FREE_BLOCKS] -= count
+
+
+@kernel
+def fills_a_block(ri, cfg_i, i, tokens):
+    """With prefix caching, whether the first ``tokens`` tokens of request ``i`` fill a block
+    past its registered ones (``cache_blocks`` has work): a multiplication, as a division
+    per request and step is slow."""
+    return cfg_i[C_PREFIX] == 1 and tokens >= (ri[i, CACHED_BLOCKS] + 1) * cfg_i[C_BLOCK_SIZE]
 
 
 @kernel
@@ -330,8 +338,11 @@ def cache_blocks(kv, ri, cfg_i, i, tokens):
         return
     tables = kv[2]
     row = ri[i, ROW]
+    blk = kv[0]
     for k in range(k, min(full, _n_keys(kv, i))):  # (its own keys wait for a release)
-        give_key(kv, tables[row, k], key_of(kv, i, k))
+        b = tables[row, k]
+        blk[b, K_REF] = 1
+        give_key(kv, b, key_of(kv, i, k))
     ri[i, CACHED_BLOCKS] = full
 
 
@@ -355,10 +366,7 @@ def release(kv, ri, s, cfg_i, i):
         p = blk[head, K_POS] - (held - cached)
         blk[head, K_POS] = p
         for k in range(held - 1, cached - 1, -1):
-            b = tables[row, k]
-            blk[b, K_REF] = 0
-            free[p & (free.shape[0] - 1)] = b
-            blk[b, K_POS] = p
+            free[p & (free.shape[0] - 1)] = dead(tables[row, k])
             p += 1
         s[S_FREE_BLOCKS] += held - cached
     own = own_unindexed(kv, ri, cfg_i, i)
@@ -366,7 +374,6 @@ def release(kv, ri, s, cfg_i, i):
     for k in range(cached - 1, -1, -1):
         b = tables[row, k]
         if k >= own or blk[b, K_KEY] == NO_KEY:  # its own key, in no table
-            blk[b, K_REF] = 0
             s[S_FREE_BLOCKS] += 1
             if again:
                 give_key(kv, b, key_of(kv, i, k))
@@ -393,15 +400,16 @@ def exclusive_blocks(kv, ri, cfg_i, i):
     row = ri[i, ROW]
     n = 0
     for k in range(ri[i, BLOCKS]):
-        if blk[tables[row, k], K_REF] == 1:
+        if blk[tables[row, k], K_REF] <= 1:  # (0: keyless, its request's alone)
             n += 1
     return n
 
 
 @allocating
 def pool_consistent(kv, ri, s, cfg_i):
-    """Every block's reference count equals the tables that hold it; the free queue holds
-    exactly the unreferenced blocks, ``s[S_FREE_BLOCKS]`` of them, once each; keys and map
+    """Every keyed block's reference count equals the tables that hold it (a keyless one's
+    is 0, held by at most one); the free queue holds exactly the unheld blocks,
+    ``s[S_FREE_BLOCKS]`` of them, once each, keyless ones as ``dead`` entries; keys and map
     agree both ways."""
     b_total = cfg_i[C_GPU_BLOCKS]
     if cfg_i[C_PREFIX] == 0:
@@ -424,15 +432,22 @@ def pool_consistent(kv, ri, s, cfg_i):
             return False
         if e < 0:
             queued[dead(e)] += 1
+            if blk[dead(e), K_KEY] != NO_KEY:
+                return False
         elif blk[e, K_POS] == p:
             queued[e] += 1
+            if blk[e, K_KEY] == NO_KEY:
+                return False
     if queued[0] != 0 or (queued > 1).any() or queued.sum() != s[S_FREE_BLOCKS]:
         return False
     for b in range(1, b_total):
-        if blk[b, K_REF] != refs[b] or (queued[b] == 1) == (refs[b] > 0):
-            return False
         key = blk[b, K_KEY]
-        if key != NO_KEY and ht_find(ht, key) < 0:
+        if (queued[b] == 1) == (refs[b] > 0):
+            return False
+        if key == NO_KEY:
+            if blk[b, K_REF] != 0 or refs[b] > 1:
+                return False
+        elif blk[b, K_REF] != refs[b] or ht_find(ht, key) < 0:
             return False
     for p in range(ht.shape[0]):  # each entry lists exactly the blocks that carry its key
         key = ht[p, H_KEY]

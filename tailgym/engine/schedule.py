@@ -22,12 +22,12 @@ full-prompt reservation (``C_FULL_ISL``), the watermark while something runs. Ea
 """
 
 from ..jit import kernel
-from .blocks import cache_blocks, exclusive_blocks, grow, lookup, take_hits
+from .blocks import cache_blocks, exclusive_blocks, fills_a_block, grow, lookup, take_hits
 from .heap import before, heap_pop, heap_push
 from .kv import blocks_for, extra_blocks, preempt, should_swap
 from .layout import (B_CONTEXT, B_DECODE, B_NEW, B_REQ, C_BLOCK_SIZE, C_BUDGET, C_CHUNKED,
                      C_FULL_ISL, C_GUARD_K, C_LONG_PREFILL, C_MAX_SEQS, C_MODE, C_PREFIX,
-                     C_VICTIM, C_WATERMARK, CACHED_BLOCKS, CACHED_TOKENS, CF_DELTA, COMPUTED,
+                     C_VICTIM, C_WATERMARK, CACHED_TOKENS, CF_DELTA, COMPUTED,
                      FIRST_SCHED, GENERATED, GUARD, HIT_TOKENS, HOST_BLOCKS, MATCH_TOKENS,
                      MODE_PREEMPTIVE, N_PREEMPT, PLACEHOLDER, PRIO, PROMPT, Q_PREEMPTED,
                      Q_RUNNING, Q_SKIPPED, Q_SWAPPED, Q_WAITING, S_BATCH, S_FREE_BLOCKS,
@@ -145,7 +145,7 @@ def extension(ri, cfg_i, i, n):
     ``extend`` is called only when one holds)."""
     need = extra_blocks(ri, i, n, cfg_i[C_BLOCK_SIZE])
     known = min(ri[i, COMPUTED] + n, ri[i, PROMPT] + ri[i, GENERATED])
-    register = cfg_i[C_PREFIX] == 1 and known // cfg_i[C_BLOCK_SIZE] > ri[i, CACHED_BLOCKS]
+    register = fills_a_block(ri, cfg_i, i, known)
     return need, register
 
 

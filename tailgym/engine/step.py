@@ -21,13 +21,13 @@ So with async scheduling arrivals, freed blocks and freed seats take effect one 
 
 from ..jit import kernel
 from ..policies import dispatch
-from .blocks import cache_blocks, match_tokens, pool_consistent, release
+from .blocks import cache_blocks, fills_a_block, match_tokens, pool_consistent, release
 from .cost import batch_features, step_time
 from .heap import heap_push, heap_remove, heapify
 from .layout import (ARRIVAL, B_NEW, B_REQ, B_SAMPLE, BL_KIND, BL_REQ, BL_STEP,
                      BL_TOKENS, BLK_PREEMPTED, BLK_SCHEDULED, BLOCKS, C_ASYNC, C_BLOCK_SIZE, C_BUDGET, C_CHECK,
                      C_HOST_BLOCKS, C_MAX_SEQS, C_MODE, C_POLICY, C_PREFIX, C_REPRIORITIZE, CF_REFRESH_S,
-                     CACHED_BLOCKS, CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL, FIRST_TOKEN,
+                     CF_SWAP_S_PER_BLOCK, COMPUTED, DONE, ERR_BLOCKS, ERR_STALL, FIRST_TOKEN,
                      GENERATED, HOST_BLOCKS, IN_FLIGHT, L_BATCH, L_CONTEXT, L_DECODE, L_DT,
                      L_END, L_FREE, L_HELD, L_PREFILL, L_RUNNING, L_START, L_SWAP, L_WAITING,
                      LAST_TOKEN, MATCH_TOKENS, MAX_GAP, MODE_PREEMPTIVE, NEXT_PRIO, PLACEHOLDER, PRIO,
@@ -212,7 +212,7 @@ def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, p
             if not stale and ri[i, PLACEHOLDER] > 0:
                 ri[i, PLACEHOLDER] -= 1
                 done = min(ri[i, COMPUTED] - ri[i, IN_FLIGHT], ri[i, PROMPT] + g)
-                if cfg_i[C_PREFIX] == 1 and done // cfg_i[C_BLOCK_SIZE] > ri[i, CACHED_BLOCKS]:
+                if fills_a_block(ri, cfg_i, i, done):
                     cache_blocks(kv, ri, cfg_i, i, done)
             if g == target[i]:
                 if ri[i, STATUS] == ST_RUNNING:
