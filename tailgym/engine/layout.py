@@ -31,29 +31,31 @@ SUM_GAP = 7        # sum of gaps between consecutive tokens
 RF_COLS = 8
 
 # --- per-request int columns (ri) ---
+# What a decode step reads comes first, so it shares a 64-byte cache line (a fleet's replicas
+# find their requests' rows cold): ``EngineState`` aligns the rows, 24 columns = 3 lines.
 PROMPT = 0         # prompt tokens
-GUARD = 1          # MemGuard: not evictable before GENERATED reaches this
-STATUS = 2         # one of the ST_* codes below
-COMPUTED = 3       # tokens whose KV is in the GPU cache
-GENERATED = 4      # output tokens produced so far
-BLOCKS = 5         # GPU KV blocks held
-HOST_BLOCKS = 6    # host (swap) blocks held
-N_PREEMPT = 7      # times preempted (recompute or swap)
-N_SWAP = 8         # times swapped out
-SWAPPED_TOKENS = 9     # tokens whose KV was swapped out (summed over swaps)
-RECOMPUTED_TOKENS = 10 # tokens whose KV was dropped and must be recomputed
-PRIO_CHANGES = 11      # times its priority changed after arrival
-NEXT_PRIO = 12         # its priority cannot change before GENERATED reaches this (0: any step)
-PLACEHOLDER = 13       # async: tokens scheduled to be sampled whose output has not arrived
-IN_FLIGHT = 14         # tokens scheduled in batches whose output has not been processed
-STALE = 15             # async: in-flight tokens of a request preempted since (output still due)
-ROW = 16               # prefix caching: its row of the block tables (-1: holds no GPU blocks)
-CACHED_BLOCKS = 17     # prefix caching: leading blocks of its table registered in the hash map
+STATUS = 1         # one of the ST_* codes below
+COMPUTED = 2       # tokens whose KV is in the GPU cache
+GENERATED = 3      # output tokens produced so far
+BLOCKS = 4         # GPU KV blocks held
+PLACEHOLDER = 5    # async: tokens scheduled to be sampled whose output has not arrived
+IN_FLIGHT = 6      # tokens scheduled in batches whose output has not been processed
+STALE = 7          # async: in-flight tokens of a request preempted since (output still due)
+CACHED_BLOCKS = 8  # prefix caching: leading blocks of its table registered in the hash map
+ROW = 9            # prefix caching: its row of the block tables (-1: holds no GPU blocks)
+NEXT_PRIO = 10     # its priority cannot change before GENERATED reaches this (0: any step)
+GUARD = 11         # MemGuard: not evictable before GENERATED reaches this
+HOST_BLOCKS = 12   # host (swap) blocks held
+N_PREEMPT = 13     # times preempted (recompute or swap)
+N_SWAP = 14        # times swapped out
+SWAPPED_TOKENS = 15    # tokens whose KV was swapped out (summed over swaps)
+RECOMPUTED_TOKENS = 16 # tokens whose KV was dropped and must be recomputed
+PRIO_CHANGES = 17      # times its priority changed after arrival
 CACHED_TOKENS = 18     # prompt tokens served from the prefix cache at its first admission
 HIT_TOKENS = 19        # tokens served from the prefix cache over all its admissions
 MATCH_TOKENS = 20      # prefix caching: tokens the cache matched at its latest lookup (its
                        # arrival, a policy refresh while it waits, its admission)
-RI_COLS = 21
+RI_COLS = 24           # 21 used, 3 unused: whole cache lines
 
 # --- request status codes ---
 ST_FUTURE = 0      # not arrived yet

@@ -88,6 +88,14 @@ class EngineConfig:
         return -(-(np.asarray(prompt) + np.asarray(output) - 1) // self.block_size)
 
 
+def line_aligned_zeros(shape, dtype) -> np.ndarray:
+    """Zeros starting on a 64-byte boundary, so rows of 64-byte multiples start cache lines."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = np.zeros(size + 64, dtype=np.uint8)
+    start = -buffer.ctypes.data % 64
+    return buffer[start:start + size].view(dtype).reshape(shape)
+
+
 class EngineState:
     """Per-request tables, queues, batch slots, the block pool and scalars of one simulation
     (see ``layout`` and ``blocks``). ``block_keys`` = ``(offsets, keys)``: the prefix keys of
@@ -96,11 +104,11 @@ class EngineState:
     def __init__(self, arrival, prompt, output, config: EngineConfig, rejected=None, hint=None,
                  pstate=None, block_keys=None):
         n = len(arrival)
-        self.rf = np.zeros((n, L.RF_COLS))
+        self.rf = line_aligned_zeros((n, L.RF_COLS), np.float64)
         self.rf[:, L.ARRIVAL] = arrival
         for col in (L.FIRST_SCHED, L.FIRST_TOKEN, L.LAST_TOKEN, L.DONE):
             self.rf[:, col] = np.nan
-        self.ri = np.zeros((n, L.RI_COLS), dtype=np.int64)
+        self.ri = line_aligned_zeros((n, L.RI_COLS), np.int64)
         self.ri[:, L.PROMPT] = prompt
         self.ri[:, L.ROW] = -1
         self.target = np.array(output, dtype=np.int64)
