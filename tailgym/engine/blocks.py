@@ -190,12 +190,17 @@ def drop_key(kv, b):
 
 
 @kernel
+def ring_slot(free, position):
+    """The slot of a free-queue position in the ring ``free`` (its size is a power of 2)."""
+    return position & (free.shape[0] - 1)
+
+
+@kernel
 def _pop(blk, free, head):
     """The entry at the head of the free queue, taken (the caller knows a block is free)."""
-    mask = free.shape[0] - 1
     p = blk[head, K_POS]
     while True:
-        e = free[p & mask]
+        e = free[ring_slot(free, p)]
         if e < 0:
             break
         if blk[e, K_POS] == p:
@@ -209,15 +214,14 @@ def _pop(blk, free, head):
 @kernel
 def _room(blk, free, head, n):
     """Make room for ``n`` more entries in the ring, squeezing out its holes if it is full."""
-    mask = free.shape[0] - 1
     lo, hi = blk[head, K_POS], blk[head + 1, K_POS]
     if hi - lo + n <= free.shape[0]:
         return
     w = lo
     for p in range(lo, hi):
-        e = free[p & mask]
+        e = free[ring_slot(free, p)]
         if e < 0 or blk[e, K_POS] == p:
-            free[w & mask] = e
+            free[ring_slot(free, w)] = e
             if e > 0:
                 blk[e, K_POS] = w
             w += 1
@@ -237,7 +241,7 @@ def _push_tail(blk, free, head, e):
     """Queue entry ``e`` (a block, or ``dead(b)``) at the tail."""
     _room(blk, free, head, 1)
     p = blk[head + 1, K_POS]
-    free[p & (free.shape[0] - 1)] = e
+    free[ring_slot(free, p)] = e
     if e > 0:
         blk[e, K_POS] = p
     blk[head + 1, K_POS] = p + 1
@@ -260,10 +264,10 @@ def lookup(kv, ri, i, num_tokens, bs):
     hits = 0
     evictable = 0
     limit = (num_tokens - 1) // bs
-    own = ri[i, N_PREEMPT] == 0   # its own keys: indexed only once a preemption released them
+    never_preempted = ri[i, N_PREEMPT] == 0  # its own keys: indexed only at a preemption
     while hits < limit:
         key = key_of(kv, i, hits)
-        if key < 0 and own:
+        if key < 0 and never_preempted:
             break
         p = ht_find(ht, key)
         if p < 0:
@@ -366,14 +370,14 @@ def release(kv, ri, s, cfg_i, i):
         p = blk[head, K_POS] - (held - cached)
         blk[head, K_POS] = p
         for k in range(held - 1, cached - 1, -1):
-            free[p & (free.shape[0] - 1)] = dead(tables[row, k])
+            free[ring_slot(free, p)] = dead(tables[row, k])
             p += 1
         s[S_FREE_BLOCKS] += held - cached
-    own = own_unindexed(kv, ri, cfg_i, i)
+    first_own = own_unindexed(kv, ri, cfg_i, i)
     again = ri[i, STATUS] != ST_FINISHED
     for k in range(cached - 1, -1, -1):
         b = tables[row, k]
-        if k >= own or blk[b, K_KEY] == NO_KEY:  # its own key, in no table
+        if k >= first_own or blk[b, K_KEY] == NO_KEY:  # its own key, in no table
             s[S_FREE_BLOCKS] += 1
             if again:
                 give_key(kv, b, key_of(kv, i, k))
@@ -427,7 +431,7 @@ def pool_consistent(kv, ri, s, cfg_i):
     ring = kv[4]
     queued = np.zeros(b_total, dtype=np.int64)   # times in the queue
     for p in range(blk[b_total, K_POS], blk[b_total + 1, K_POS]):
-        e = ring[p & (ring.shape[0] - 1)]
+        e = ring[ring_slot(ring, p)]
         if e == NONE:
             return False
         if e < 0:
