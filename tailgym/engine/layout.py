@@ -34,14 +34,15 @@ RF_COLS = 8
 # What a decode step reads comes first, so it shares a 64-byte cache line (a fleet's replicas
 # find their requests' rows cold): ``EngineState`` aligns the rows, 24 columns = 3 lines.
 PROMPT = 0         # prompt tokens
-STATUS = 1         # one of the ST_* codes below
+CACHED_BLOCKS = 1  # prefix caching: leading blocks of its table registered in the hash map
 COMPUTED = 2       # tokens whose KV is in the GPU cache
 GENERATED = 3      # output tokens produced so far
 BLOCKS = 4         # GPU KV blocks held
 PLACEHOLDER = 5    # async: tokens scheduled to be sampled whose output has not arrived
 IN_FLIGHT = 6      # tokens scheduled in batches whose output has not been processed
 STALE = 7          # async: in-flight tokens of a request preempted since (output still due)
-CACHED_BLOCKS = 8  # prefix caching: leading blocks of its table registered in the hash map
+STATUS = 8         # one of the ST_* codes below (a decode step reads it only for a request
+                   # holding no blocks: finished or preempted)
 ROW = 9            # prefix caching: its row of the block tables (-1: holds no GPU blocks)
 NEXT_PRIO = 10     # its priority cannot change before GENERATED reaches this (0: any step)
 GUARD = 11         # MemGuard: not evictable before GENERATED reaches this

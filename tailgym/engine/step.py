@@ -196,7 +196,7 @@ def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, p
         stale = ri[i, STALE] > 0
         if stale:
             ri[i, STALE] -= batch[B_NEW, b]
-        if ri[i, STATUS] == ST_FINISHED:
+        if ri[i, BLOCKS] == 0 and ri[i, STATUS] == ST_FINISHED:  # (it released them all)
             continue
         if batch[B_SAMPLE, b] == 1:
             g = ri[i, GENERATED] + 1
@@ -237,7 +237,7 @@ def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, p
     kept = 0
     for k in range(s[S_N_RUNNING]):
         i = running[k]
-        if ri[i, STATUS] != ST_FINISHED:
+        if ri[i, BLOCKS] > 0 or ri[i, STATUS] != ST_FINISHED:
             running[kept] = i
             kept += 1
     s[S_N_RUNNING] = kept
