@@ -7,9 +7,10 @@ request and ``s[S_FREE_BLOCKS]``. With it, blocks have identities, as in vLLM's 
 * ``kv = (blk, ht, tables, rows, free, key_off, keys)``. ``blk`` (``B + 2`` rows, ``K_*``
   columns) holds each block's hash key, its reference count (kept for blocks with a key,
   which other requests may share: a keyless block is its one request's, count 0), its place
-  in the free queue and its links among the blocks that carry the same key. ``ht`` is an open-addressing hash
-  table ``key -> (first, last block with that key)``. ``tables[ri[i, ROW]]`` lists the
-  blocks of each request holding GPU blocks; ``rows`` is the stack of free table rows.
+  in the free queue and its links among the blocks that carry the same key. ``ht`` is an
+  open-addressing hash table ``key -> (first, last block with that key)``.
+  ``tables[ri[i, ROW]]`` lists the blocks of each request holding GPU blocks; ``rows`` is
+  the stack of free table rows.
 * The free queue is the ring ``free``, from position ``blk[B, K_POS]`` (its head) to
   ``blk[B + 1, K_POS]`` (past its tail); positions count up from ``RING_START``, slot =
   position mod the ring's size. An entry is a block with a key, or a hole (its block no
@@ -230,9 +231,9 @@ def _room(blk, free, head, n):
 
 @kernel
 def dead(b):
-    """The queue entry of a free block ``b`` whose key nobody can look up any more (its
-    request finished): never hit, so never a hole, and its allocation drops no key. Its own
-    inverse: ``dead(entry)`` is the block."""
+    """The queue entry of a free block ``b`` that no lookup can hit: keyless, or its key was
+    its finished request's own. Never a hole, and its allocation drops no key and touches
+    no row of ``blk``. Its own inverse: ``dead(entry)`` is the block."""
     return -b - 2
 
 

@@ -177,6 +177,13 @@ def _remove_queued(rf, ri, queues, s, i):
 
 
 @kernel
+def is_finished(ri, i):
+    """Request ``i`` has finished. Reads ``STATUS`` only when it holds no blocks (a finished
+    request released them all), so a decode step stays on the row's first cache line."""
+    return ri[i, BLOCKS] == 0 and ri[i, STATUS] == ST_FINISHED
+
+
+@kernel
 def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, pstate, kv):
     """Process the output of the oldest queued batch at its end: append each sampled token,
     finish requests that reached their output length and free their blocks. Output of a
@@ -196,7 +203,7 @@ def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, p
         stale = ri[i, STALE] > 0
         if stale:
             ri[i, STALE] -= batch[B_NEW, b]
-        if ri[i, BLOCKS] == 0 and ri[i, STATUS] == ST_FINISHED:  # (it released them all)
+        if is_finished(ri, i):
             continue
         if batch[B_SAMPLE, b] == 1:
             g = ri[i, GENERATED] + 1
@@ -237,7 +244,7 @@ def complete_batch(rf, ri, target, hint, queues, batches, s, t, cfg_i, params, p
     kept = 0
     for k in range(s[S_N_RUNNING]):
         i = running[k]
-        if ri[i, BLOCKS] > 0 or ri[i, STATUS] != ST_FINISHED:
+        if not is_finished(ri, i):
             running[kept] = i
             kept += 1
     s[S_N_RUNNING] = kept
