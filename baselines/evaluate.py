@@ -18,6 +18,7 @@ ratios, so the estimate is the geometric mean of (method / reference) - 1; negat
 is kept), ``results/comparison.png`` and ``results/learning_curves.png``.
 """
 import argparse
+import functools
 import json
 import os
 import time
@@ -78,11 +79,21 @@ def agent_label(name: str) -> str:
     return f"{cls.__name__} ({env_id.split('/')[1]}{mode}, {how})"
 
 
+@functools.cache
+def env_rate(workload: str, kv_blocks: int) -> float:
+    """The arrival rate (req/s) of every episode of ``workload`` in the environments: ``LOAD``
+    x the saturation rate of its seed-0 draw (``tailgym.envs.base.ServingEnv``)."""
+    info = tailgym.sim.prepare(workload, seed=0, load=LOAD, kv_blocks=kv_blocks, **ENGINE).info
+    return info["load"] * info["saturation_rps"]
+
+
 def simulate(workload, policy: str, seed: int, kv_blocks: int = KV_BLOCKS,
              **kwargs) -> tailgym.Report:
-    """``tailgym.simulate`` on the evaluation engine."""
-    return tailgym.simulate(workload, policy, seed=seed, load=LOAD, kv_blocks=kv_blocks,
-                            **ENGINE, **kwargs)
+    """``tailgym.simulate`` on the evaluation engine, at the environments' arrival rate
+    (``env_rate``), so a heuristic and an agent serve the same arrivals even where a
+    workload's lengths, and so its saturation rate, depend on the seed (servegen-r1)."""
+    return tailgym.simulate(workload, policy, seed=seed, rate=env_rate(workload, kv_blocks),
+                            kv_blocks=kv_blocks, **ENGINE, **kwargs)
 
 
 def tune_gamma() -> tuple[float, dict]:
@@ -128,7 +139,7 @@ def methods(checkpoints: Path = CHECKPOINTS, gamma: float = 1.0) -> dict:
     def srpt_learned(workload, seed, kv_blocks):
         wl = tailgym.load_workload(workload, seed=seed)
         trace = None if wl.name.split(":")[0] in length_predictor.TRACES else "azure-conv"
-        return simulate(wl, "srpt-predicted", seed, kv_blocks,
+        return simulate(workload, "srpt-predicted", seed, kv_blocks,
                         hint=length_predictor.predict(predictor, wl, trace))
 
     def env_method(env_id, make_act, overrides=None):
@@ -411,7 +422,7 @@ def main(argv=None) -> int:
         f"Commands (from the repository root, `TAILGYM_DATA_DIR` set):\n\n```bash\n"
         + "".join(f"python -m baselines.{TRAINERS.get(name, name)}\n" for name in AGENTS)
         + "python -m baselines.ppo_scoring\n"
-        + f"python -m baselines.evaluate --json baselines/results/evaluate.json\n```\n"
+        + "python -m baselines.evaluate --json baselines/results/evaluate.json\n```\n"
         + discussion)
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     return 0

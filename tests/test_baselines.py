@@ -59,11 +59,16 @@ def test_every_method_serves_the_whole_window(checkpoints):
         assert report.config["num_gpu_blocks"] == evaluate.KV_BLOCKS, name
 
 
-def test_heuristic_actions_through_serve_env_equal_simulate():
-    env_id = "tailgym/Serve-v0"
-    via_env = run_episode(env_id, env_kwargs(env_id, SMALL), 1,
+@pytest.mark.parametrize("split", ["azure-conv", "servegen-r1"])
+def test_heuristic_actions_through_serve_env_equal_simulate(split):
+    """Heuristics and agents serve the same arrivals, also where the saturation rate depends on
+    the seed (servegen-r1 draws its lengths per seed)."""
+    env_id, split = "tailgym/Serve-v0", SPLITS[split]
+    workload = split.window(split.eval_starts[0], 40)
+    via_env = run_episode(env_id, env_kwargs(env_id, workload, {"kv_blocks": split.kv_blocks}), 1,
                           lambda env, obs: env.heuristic_action())
-    direct = evaluate.simulate(SMALL, "fcfs", 1)
+    direct = evaluate.simulate(workload, "fcfs", 1, split.kv_blocks)
+    np.testing.assert_array_equal(via_env.requests["arrival"], direct.requests["arrival"])
     np.testing.assert_array_equal(via_env.requests["completion"], direct.requests["completion"])
 
 
