@@ -16,6 +16,7 @@ policies tie): Llama-3-8B on an H100-80GB (roofline step times), a KV cache cut 
 ``baselines.evaluate`` and the scoring agent's training windows).
 """
 import argparse
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -77,6 +78,23 @@ def env_kwargs(env_id: str, workload: str, overrides: dict | None = None) -> dic
     """Full constructor kwargs of ``env_id`` on ``workload`` (engine, load, KV, env knobs)."""
     return {"workload": workload, **ENGINE, "load": LOAD, "kv_blocks": KV_BLOCKS,
             **ENV_KWARGS[env_id], **(overrides or {})}
+
+
+@functools.cache
+def env_rate(workload: str, kv_blocks: int) -> float:
+    """The arrival rate (req/s) of every episode of ``workload`` in the environments: ``LOAD``
+    x the saturation rate of its seed-0 draw (``tailgym.envs.base.ServingEnv``)."""
+    info = tailgym.sim.prepare(workload, seed=0, load=LOAD, kv_blocks=kv_blocks, **ENGINE).info
+    return info["load"] * info["saturation_rps"]
+
+
+def simulate(workload, policy: str, seed: int, kv_blocks: int = KV_BLOCKS,
+             **kwargs) -> tailgym.Report:
+    """``tailgym.simulate`` on the evaluation engine, at the environments' arrival rate
+    (``env_rate``), so a heuristic and an agent serve the same arrivals even where a
+    workload's lengths, and so its saturation rate, depend on the seed (servegen-r1)."""
+    return tailgym.simulate(workload, policy, seed=seed, rate=env_rate(workload, kv_blocks),
+                            kv_blocks=kv_blocks, **ENGINE, **kwargs)
 
 
 def train_parser(doc: str, name: str, timesteps: int,

@@ -11,14 +11,14 @@ sampled, see ``agent_act``; the scoring agent greedy). ``uniboost (fixed gamma)`
 gamma of ``GAMMAS`` with the lowest mean TTLT on the azure-conv training window (seeds
 ``TUNE_SEEDS``). ``--json`` writes, per method, the mean over the episodes of each episode's
 TTLT mean/P50/P99 and TTFT P50/P99 (s), and the 95% intervals of the paired relative
-differences against ``fcfs`` and ``uniboost`` (``tailgym.stats.paired_ratio``: per-episode log
-ratios, so the estimate is the geometric mean of (method / reference) - 1; negative = better).
+differences against ``fcfs``, ``uniboost`` and (``vs_uniboost_fixed``) UniBoost at the tuned
+fixed gamma (``tailgym.stats.paired_ratio``: per-episode log ratios, so the estimate is the
+geometric mean of (method / reference) - 1; negative = better).
 ``--quick`` (one window of 40 requests, one seed per workload) is for smoke tests. Without
 ``--quick`` it also writes ``--out`` (tables, budgets; a ``## Discussion`` section already in it
 is kept), ``results/comparison.png`` and ``results/learning_curves.png``.
 """
 import argparse
-import functools
 import json
 import os
 import time
@@ -37,7 +37,6 @@ from baselines.common import (
     ENGINE,
     ENV_KWARGS,
     EVAL_SEEDS,
-    KV_BLOCKS,
     LOAD,
     SPLITS,
     TRAIN_WORKLOAD,
@@ -45,6 +44,7 @@ from baselines.common import (
     env_kwargs,
     monitor_dir,
     run_episode,
+    simulate,
 )
 from tailgym.stats import paired_ratio, real
 
@@ -57,9 +57,12 @@ AGENTS = {"maskable_ppo_serve": (MaskablePPO, "tailgym/Serve-v0", {}),
 TRAINERS = {"maskable_ppo_serve_wc": "maskable_ppo_serve --env-kwargs "
                                      "'{\"work_conserving\": true}' --out "
                                      "baselines/checkpoints/maskable_ppo_serve_wc.zip"}
-SCORING = "PPO scoring policy (Serve-v0, work-conserving, greedy)"
+SCORING = "PPO scoring policy (Serve-v0, greedy)"
+CLONE = "scoring policy, warm start only (Serve-v0, greedy)"  # the same run before its PPO
+CLONE_COMMAND = "ppo_scoring --iterations 0 --out baselines/checkpoints/ppo_scoring_clone.pt"
 HEURISTICS = ("fcfs", "sjf-oracle", "srpt-oracle", "uniboost")
 REFERENCES = {"vs_fcfs": "fcfs", "vs_uniboost": "uniboost"}
+FIXED = "vs_uniboost_fixed"  # a third reference: UniBoost at the tuned fixed gamma (fixed_label)
 # JSON key -> (metric, statistic) of an episode's summary
 STATS = {"ttlt_mean": ("ttlt", "mean"), "ttlt_p50": ("ttlt", "p50"), "ttlt_p99": ("ttlt", "p99"),
          "ttft_p50": ("ttft", "p50"), "ttft_p99": ("ttft", "p99")}
@@ -77,23 +80,6 @@ def agent_label(name: str) -> str:
     how = "sampled actions" if cls is MaskablePPO else "mean action"
     mode = ", work-conserving" if overrides.get("work_conserving") else ""
     return f"{cls.__name__} ({env_id.split('/')[1]}{mode}, {how})"
-
-
-@functools.cache
-def env_rate(workload: str, kv_blocks: int) -> float:
-    """The arrival rate (req/s) of every episode of ``workload`` in the environments: ``LOAD``
-    x the saturation rate of its seed-0 draw (``tailgym.envs.base.ServingEnv``)."""
-    info = tailgym.sim.prepare(workload, seed=0, load=LOAD, kv_blocks=kv_blocks, **ENGINE).info
-    return info["load"] * info["saturation_rps"]
-
-
-def simulate(workload, policy: str, seed: int, kv_blocks: int = KV_BLOCKS,
-             **kwargs) -> tailgym.Report:
-    """``tailgym.simulate`` on the evaluation engine, at the environments' arrival rate
-    (``env_rate``), so a heuristic and an agent serve the same arrivals even where a
-    workload's lengths, and so its saturation rate, depend on the seed (servegen-r1)."""
-    return tailgym.simulate(workload, policy, seed=seed, rate=env_rate(workload, kv_blocks),
-                            kv_blocks=kv_blocks, **ENGINE, **kwargs)
 
 
 def tune_gamma() -> tuple[float, dict]:
@@ -134,7 +120,8 @@ def methods(checkpoints: Path = CHECKPOINTS, gamma: float = 1.0) -> dict:
     predictor = length_predictor.load_predictor()
     agents = {name: cls.load(checkpoints / f"{name}.zip", device="cpu")
               for name, (cls, _, _) in AGENTS.items()}
-    scorer = ppo_scoring.load(checkpoints / "ppo_scoring.pt")
+    scorers = {SCORING: ppo_scoring.load(checkpoints / "ppo_scoring.pt"),
+               CLONE: ppo_scoring.load(checkpoints / "ppo_scoring_clone.pt")}
 
     def srpt_learned(workload, seed, kv_blocks):
         wl = tailgym.load_workload(workload, seed=seed)
@@ -150,7 +137,7 @@ def methods(checkpoints: Path = CHECKPOINTS, gamma: float = 1.0) -> dict:
     table = {h: (lambda workload, seed, kv_blocks, h=h: simulate(workload, h, seed, kv_blocks))
              for h in HEURISTICS}
     table |= {
-        f"uniboost (fixed gamma {gamma:g}/s)": lambda workload, seed, kv_blocks: simulate(
+        fixed_label(gamma): lambda workload, seed, kv_blocks: simulate(
             workload, "uniboost", seed, kv_blocks,
             policy_args={"gamma_mode": "fixed", "gamma": gamma}),
         "srpt-learned (MLP length predictor)": srpt_learned,
@@ -159,18 +146,25 @@ def methods(checkpoints: Path = CHECKPOINTS, gamma: float = 1.0) -> dict:
             "tailgym/Serve-v0", random_masked_act, WORK_CONSERVING),
         "constant scores (ServePriority-v0)": env_method(
             "tailgym/ServePriority-v0",
-            lambda seed: lambda env, obs: np.zeros(env.action_space.shape, np.float32)),
-        SCORING: env_method("tailgym/Serve-v0", lambda seed: ppo_scoring.act(scorer),
-                            {**WORK_CONSERVING, "slots": scorer.slots})}
+            lambda seed: lambda env, obs: np.zeros(env.action_space.shape, np.float32))}
+    for name, scorer in scorers.items():
+        table[name] = env_method("tailgym/Serve-v0", lambda seed, m=scorer: ppo_scoring.act(m),
+                                 scorer.env_kwargs)
     for name, (_, env_id, overrides) in AGENTS.items():
         table[agent_label(name)] = env_method(
             env_id, lambda seed, model=agents[name]: agent_act(model, seed), overrides)
     return table
 
 
+def fixed_label(gamma: float) -> str:
+    """Row name of UniBoost with its gamma fixed at ``gamma`` (the scoring agent's teacher)."""
+    return f"uniboost (fixed gamma {gamma:g}/s)"
+
+
 def learned_methods() -> set[str]:
     """Names of the methods with trained parts."""
-    return {agent_label(a) for a in AGENTS} | {SCORING, "srpt-learned (MLP length predictor)"}
+    return {agent_label(a) for a in AGENTS} | {SCORING, CLONE,
+                                                "srpt-learned (MLP length predictor)"}
 
 
 def episodes(quick: bool = False) -> list[tuple[str, str, int, int]]:
@@ -335,7 +329,7 @@ def budget_table(checkpoints: Path) -> str:
                      f"`{json.dumps(m['hyperparams'])}` |")
     m = json.loads((checkpoints / "ppo_scoring.json").read_text())
     decisions = sum(c["decisions"] for c in m["curve"])
-    lines.append(f"| PPO scoring policy (`ppo_scoring.pt`) | {m['env_id']} (work-conserving) | "
+    lines.append(f"| PPO scoring policy (`ppo_scoring.pt`) | {m['env_id']} | "
                  f"{decisions} choices, {len(m['curve'])} iterations | 1 | {m['wall_s']:.0f} | "
                  f"{decisions / m['wall_s']:.0f} | `{json.dumps(m['args'])}` |")
     return "\n".join(lines)
@@ -378,11 +372,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     gamma, gamma_scores = (1.0, {}) if args.quick else tune_gamma()
     results = evaluate(methods(args.checkpoints, gamma), args.quick)
-    doc = summary_json(results)
+    refs = {**REFERENCES, FIXED: fixed_label(gamma)}
+    doc = summary_json(results, refs)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
-    pooled = interval_table(doc)
+    pooled = interval_table(doc, refs)
     print(pooled)
     if args.quick:
         return 0
@@ -408,20 +403,21 @@ def main(argv=None) -> int:
         f"## Results over all held-out episodes\n\n"
         f"Means over the {n_episodes} episodes of each episode's statistic (s; dominated by "
         f"servegen-r1's long requests), and the 95% intervals (%) of the paired relative "
-        f"difference against FCFS and UniBoost (per-episode log ratios, Student t; negative "
-        f"= better; bold: excludes 0).\n\n{pooled}\n\n"
+        f"difference against FCFS, UniBoost and UniBoost at the fixed gamma (the scoring "
+        f"agent's teacher; per-episode log ratios, Student t; negative = better; bold: "
+        f"excludes 0).\n\n{pooled}\n\n"
         f"![comparison](results/comparison.png)\n\n"
         f"## Per workload (s; mean over the workload's held-out episodes)\n\n{tables}\n\n"
         f"`uniboost` is the reference policy with its online gamma; the fixed gamma was "
         f"picked on the azure-conv training window by mean TTLT over seeds {list(TUNE_SEEDS)} "
         f"(gamma: mean TTLT s = {gammas}). The PPO agents play the mean of their Gaussian "
         f"policy; MaskablePPO samples from its masked policy (seeded per episode); the scoring "
-        f"policy plays its most likely legal choice.\n\n"
+        f"policy plays its most likely candidate.\n\n"
         f"## Training\n\n{budget_table(args.checkpoints)}\n\n"
         f"![learning curves](results/learning_curves.png)\n\n"
         f"Commands (from the repository root, `TAILGYM_DATA_DIR` set):\n\n```bash\n"
         + "".join(f"python -m baselines.{TRAINERS.get(name, name)}\n" for name in AGENTS)
-        + "python -m baselines.ppo_scoring\n"
+        + f"python -m baselines.ppo_scoring\npython -m baselines.{CLONE_COMMAND}\n"
         + "python -m baselines.evaluate --json baselines/results/evaluate.json\n```\n"
         + discussion)
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")

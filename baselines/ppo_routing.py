@@ -51,11 +51,14 @@ def make_env(workload: str, router: str, args, theta: float = 0.1) -> gym.Env:
                     reward=args.reward, theta=theta, slo_s=args.slo_s).unwrapped
 
 
-def replica_view(env, obs):
-    """(replica features (N, F), request features, all replicas legal) of an observation."""
+def replicas(env, obs):
+    """(replica features (N, F), request features, every replica a candidate)."""
     n = env.n_replicas
     return (obs["replicas"].reshape(n, len(REPLICA_FEATURES)), obs["request"],
             np.ones(n, dtype=bool))
+
+
+REPLICA_VIEW = ppo_scoring.View(replicas, lambda env, k: k)
 
 
 def router_summary(workload: str, router: str, seed: int) -> dict:
@@ -71,7 +74,7 @@ def main(argv=None) -> Path:
             env = make_env(SPLIT.window(SPLIT.train_start(rng), args.n_end), args.bc_router, args)
             picks += ppo_scoring.play(env, int(rng.integers(2**31)),
                                       lambda s, g, legal: (env.heuristic_action(), 0.0),
-                                      replica_view)[0]
+                                      REPLICA_VIEW)[0]
             env.close()
         return ppo_scoring.clone(model, picks, args, rng, opt)
 
@@ -86,7 +89,7 @@ def main(argv=None) -> Path:
     return ppo_scoring.train(
         args, lambda: ppo_scoring.Scorer(args.hidden, len(REPLICA_FEATURES),
                                          len(REQUEST_FEATURES)),
-        warm, inputs, args.bc_router, ENV_ID, {}, replica_view)
+        warm, inputs, args.bc_router, ENV_ID, {}, REPLICA_VIEW)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
-"""PPO for a per-request scoring policy on ``tailgym/Serve-v0`` (work-conserving), with the
-input-driven baseline. CleanRL style: one file, read it top to bottom.
+"""PPO for a per-request scoring policy on ``tailgym/Serve-v0``, with the input-driven
+baseline. CleanRL style: one file, read it top to bottom.
 
-    python -m baselines.ppo_scoring [--iterations 200] [--reward exp-tail --theta 0.05]
-        [--inputs 4] [--rollouts 4] [--out baselines/checkpoints/ppo_scoring.pt]
+    python -m baselines.ppo_scoring [--iterations 110] [--reward exp-tail --theta 0.5]
+        [--order uniboost --order-args '{"gamma_mode": "fixed", "gamma": 1.0}']
+        [--inputs 3] [--rollouts 6] [--out baselines/checkpoints/ppo_scoring.pt]
 
-* **Policy** (Decima-style): one small MLP scores every candidate slot from its own features,
-  those features minus their mean over the legal candidates, and the global features, with the
-  same weights for every slot; a softmax over the legal candidates picks one. The policy is
-  permutation-equivariant and sees any number of candidates. With ``work_conserving=True``
-  the agent orders admissions and picks eviction victims; the no-op is forced (never legal
-  with a slot), and decisions with one legal action are taken without the network.
+* **Policy** (Decima-style): one small MLP scores every candidate slot from its own features
+  (``SLOT_FEATURES`` and whether it is admissible now), those features minus their mean over
+  the candidates, and the global features, with the same weights for every slot; a softmax
+  over the candidates picks one. The policy is permutation-equivariant and sees any number of
+  candidates. **Admissions are a priority order** (``slot_candidates``): every waiting or swapped
+  request in view is a candidate, admissible or not; picking one that does not fit now holds
+  the line for it (the no-op, as vLLM blocks at the head of its queue), or, with an empty
+  batch, admits the first admissible one. **Evictions**: a softmax over the legal victims.
+  Decisions with one candidate are taken without the network. The env's ``--order`` policy
+  (default: UniBoost with gamma fixed at 1/s) picks which ``--slots`` candidates are in view
+  and is the warm start's teacher.
 * **Reward**: ``--reward`` of Serve-v0; ``exp-tail`` (default) with ``theta`` = ``--theta`` /
   (FCFS's mean TTLT on the same input), so the tail weight is alike across workloads whose
   TTLTs differ tenfold.
@@ -24,8 +30,9 @@ input-driven baseline. CleanRL style: one file, read it top to bottom.
 * **Curriculum** over episode length (requests per window, ``--n-start`` growing linearly to
   ``--n-end`` over the first half of the run) and an entropy bonus annealed linearly from
   ``--ent-start`` to 0.
-* **Warm start**: ``--init`` continues a checkpoint; otherwise ``--bc-episodes`` episodes of the env's ``heuristic_action()`` (FCFS) fit
-  by cross-entropy first, so PPO starts near FCFS instead of from a random order.
+* **Warm start**: ``--init`` continues a checkpoint; otherwise ``--bc-episodes`` episodes of
+  the env's ``heuristic_action()`` (the ``--order`` policy's own choice) fit by cross-entropy
+  first, so PPO starts near that heuristic instead of from a random order.
 
 Training windows: ``baselines.common.SPLITS`` (never overlapping the held-out ones), every
 workload of ``--workloads`` in turn. Writes the checkpoint (``state_dict`` and feature
@@ -36,18 +43,18 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 
-import tailgym
-from baselines.common import CHECKPOINTS, ENGINE, LOAD, SPLITS
+from baselines.common import CHECKPOINTS, ENGINE, LOAD, SPLITS, simulate
 from tailgym.engine.decisions import GLOBAL_FEATURES, SLOT_FEATURES
 
 ENV_ID = "tailgym/Serve-v0"
-NF, NG = len(SLOT_FEATURES), len(GLOBAL_FEATURES)
+NF, NG = len(SLOT_FEATURES) + 1, len(GLOBAL_FEATURES)  # + 1: admissible now
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,7 +65,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--theta", type=float, default=0.5,
                    help="exp-tail rate, in units of 1 / (FCFS's mean TTLT on the same input)")
     p.add_argument("--slots", type=int, default=16)
-    return ppo_options(p, 100, 300, CHECKPOINTS / "ppo_scoring.pt").parse_args(argv)
+    p.add_argument("--order", default="uniboost",
+                   help="the env's order policy: candidates in view, warm-start teacher")
+    p.add_argument("--order-args", type=json.loads, default={"gamma_mode": "fixed", "gamma": 1.0},
+                   help="JSON object of the order policy's knobs")
+    p.add_argument("--work-conserving", action="store_true",
+                   help="Serve-v0's work_conserving: never hold the line for a request")
+    p = ppo_options(p, 300, 300, CHECKPOINTS / "ppo_scoring.pt")
+    # a warm start near its teacher: a long clone, then small, low-entropy PPO steps
+    p.set_defaults(bc_episodes=24, bc_epochs=40, iterations=110, inputs=3, rollouts=6,
+                   lr=3e-4, ent_start=0.001, max_minutes=30.0)
+    return p.parse_args(argv)
 
 
 def ppo_options(p: argparse.ArgumentParser, n_start: int, n_end: int, out: Path):
@@ -79,6 +96,7 @@ def ppo_options(p: argparse.ArgumentParser, n_start: int, n_end: int, out: Path)
     p.add_argument("--init", type=Path, help="start from this checkpoint (no warm start)")
     p.add_argument("--bc-episodes", type=int, default=12)
     p.add_argument("--bc-epochs", type=int, default=30)
+    p.add_argument("--bc-lr", type=float, default=1e-3, help="learning rate of the warm start")
     p.add_argument("--max-minutes", type=float, default=14.0, help="stop after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=out)
@@ -86,8 +104,8 @@ def ppo_options(p: argparse.ArgumentParser, n_start: int, n_end: int, out: Path)
 
 
 class Scorer(nn.Module):
-    """Shared-weight candidate scorer; ``forward`` gives masked logits over the candidates
-    (``nf`` features each, ``ng`` shared ones)."""
+    """Shared-weight candidate scorer; ``forward`` gives logits over the slots (``nf``
+    features each, ``ng`` shared ones), masked to the candidates ``cand``."""
 
     def __init__(self, hidden: int = 32, nf: int = NF, ng: int = NG):
         super().__init__()
@@ -97,50 +115,92 @@ class Scorer(nn.Module):
         self.register_buffer("mu", torch.zeros(2 * nf + ng))
         self.register_buffer("sd", torch.ones(2 * nf + ng))
 
-    def features(self, slots, glob, legal):
-        """(B, K, 2 NF + NG): each candidate's features, minus their legal mean, globals."""
-        w = legal.unsqueeze(-1).float()
+    def features(self, slots, glob, cand):
+        """(B, K, 2 NF + NG): each slot's features, minus their mean over the candidates, and
+        the shared ones."""
+        w = cand.unsqueeze(-1).float()
         mean = (slots * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1.0)
         return torch.cat([slots, slots - mean, glob.unsqueeze(1).expand(-1, slots.shape[1], -1)],
                          -1)
 
-    def forward(self, slots, glob, legal):
-        x = (self.features(slots, glob, legal) - self.mu) / self.sd
-        return self.net(x).squeeze(-1).masked_fill(~legal, -torch.inf)
+    def forward(self, slots, glob, cand):
+        x = (self.features(slots, glob, cand) - self.mu) / self.sd
+        return self.net(x).squeeze(-1).masked_fill(~cand, -torch.inf)
 
 
-def split_obs(env, obs):
-    """(slot features (K, NF), globals (NG,), legal slots (K,) bool) of an observation, or
-    None when there is no choice (one legal action)."""
-    mask = env.action_masks()
-    if mask.sum() == 1:
+class View(NamedTuple):
+    """How an agent sees an env: ``observe(env, obs)`` gives (candidate features (K, F),
+    shared features, candidates (K,) bool), or None when there is no choice (the first legal
+    action is then taken); ``action(env, k)`` is the env action of candidate ``k``."""
+
+    observe: Callable
+    action: Callable
+
+
+def slot_candidates(env, obs):
+    """``Serve-v0``'s candidates: for an admission every request in view (admissible or not:
+    a priority order), for an eviction the legal victims; their features with the admissible
+    flag appended. None with fewer than two candidates."""
+    if env.decision not in ("admit", "evict"):
+        raise RuntimeError(f"no scorer for a {env.decision!r} decision: use recompute preemption")
+    legal = np.asarray(env.action_masks()[:env.slots], dtype=bool)
+    cand = obs["slot_valid"] > 0 if env.decision == "admit" else legal
+    if cand.sum() < 2:
         return None
-    legal = np.asarray(mask[:env.slots], dtype=bool)
-    if mask[env.slots] and legal.any():
-        raise RuntimeError("the no-op is legal beside a slot: use work_conserving=True")
-    return obs["slots"].reshape(env.slots, NF), obs["globals"], legal
+    feats = np.concatenate([obs["slots"].reshape(env.slots, NF - 1),
+                            legal[:, None].astype(np.float32)], axis=1)
+    return feats, obs["globals"], cand
+
+
+def slot_action(env, k: int) -> int:
+    """Admit or evict candidate ``k`` if that is legal; else hold the line for it (the no-op)
+    where the no-op is legal, else take the first legal action."""
+    mask = env.action_masks()
+    if mask[k]:
+        return k
+    return env.slots if mask[env.slots] else int(np.flatnonzero(mask)[0])
+
+
+SLOT_VIEW = View(slot_candidates, slot_action)
+
+
+def env_kwargs(args) -> dict:
+    """The ``Serve-v0`` kwargs beyond workload and engine that the scorer is trained (and
+    evaluated) with."""
+    return {"slots": args.slots, "order": args.order, "policy_args": args.order_args,
+            "work_conserving": args.work_conserving}
 
 
 def make_env(workload: str, split, args, theta: float = 0.1) -> gym.Env:
     return gym.make(ENV_ID, workload=workload, **ENGINE, load=LOAD, kv_blocks=split.kv_blocks,
-                    slots=args.slots, work_conserving=True, reward=args.reward,
-                    theta=theta, slo_s=args.slo_s).unwrapped
+                    **env_kwargs(args), reward=args.reward, theta=theta,
+                    slo_s=args.slo_s).unwrapped
 
 
-def play(env, seed: int, choose, view=split_obs):
-    """One episode from ``reset(seed=seed)``; ``choose(slots, glob, legal)`` picks a candidate
-    where ``view(env, obs)`` offers a choice (else the one legal action is taken). Returns
-    the choices as (candidate features, globals, legal, action, log-prob, cost-to-go index),
-    the decision times and cumulative costs (one per step, from 0) and the ``Report``."""
+def teacher(env):
+    """``choose`` for ``play``: the candidate of the env's ``heuristic_action()`` (a slot; its
+    no-op holds the line for its best request, slot 0)."""
+    def choose(s, g, cand):
+        a = env.heuristic_action()
+        return (a if a < env.slots else 0), 0.0
+    return choose
+
+
+def play(env, seed: int, choose, view: View = SLOT_VIEW):
+    """One episode from ``reset(seed=seed)``; ``choose(features, shared, candidates)`` picks
+    a candidate where ``view`` offers a choice. Returns the choices as (candidate features,
+    shared features, candidates, candidate picked, log-prob, cost-to-go index), the decision
+    times and cumulative costs (one per step, from 0) and the ``Report``."""
     obs, info = env.reset(seed=seed)
     t, cost = info["t"], 0.0
     times, costs, picks = [t], [0.0], []
     done = False
     while not done:
-        choice = view(env, obs)
+        choice = view.observe(env, obs)
         if choice is not None:
-            a, logp = choose(*choice)
-            picks.append((*choice, a, logp, len(times) - 1))
+            k, logp = choose(*choice)
+            picks.append((*choice, k, logp, len(times) - 1))
+            a = view.action(env, k)
         else:
             a = int(np.flatnonzero(env.action_masks())[0])
         obs, r, terminated, truncated, info = env.step(a)
@@ -154,10 +214,10 @@ def play(env, seed: int, choose, view=split_obs):
 
 def sampler(model, rng):
     """Sample from the policy with ``rng`` (numpy: deterministic given the seed)."""
-    def choose(s, g, legal):
+    def choose(s, g, cand):
         with torch.no_grad():
             logits = model(torch.from_numpy(s)[None], torch.from_numpy(g)[None],
-                           torch.from_numpy(legal)[None])[0].double().numpy()
+                           torch.from_numpy(cand)[None])[0].double().numpy()
         p = np.exp(logits - logits.max())
         p /= p.sum()
         a = int(rng.choice(p.size, p=p))
@@ -166,11 +226,11 @@ def sampler(model, rng):
 
 
 def greedy(model):
-    """The policy's most likely legal slot (what evaluation plays)."""
-    def choose(s, g, legal):
+    """The policy's most likely candidate (what evaluation plays)."""
+    def choose(s, g, cand):
         with torch.no_grad():
             logits = model(torch.from_numpy(s)[None], torch.from_numpy(g)[None],
-                           torch.from_numpy(legal)[None])[0]
+                           torch.from_numpy(cand)[None])[0]
         return int(torch.argmax(logits)), 0.0
     return choose
 
@@ -192,9 +252,9 @@ def input_driven_advantages(episodes):
 
 def stack(picks):
     """Tensors of a list of choices."""
-    s, g, legal, a, logp, _ = zip(*picks)
+    s, g, cand, a, logp, _ = zip(*picks)
     return (torch.from_numpy(np.stack(s)), torch.from_numpy(np.stack(g)),
-            torch.from_numpy(np.stack(legal)), torch.tensor(a), torch.tensor(logp))
+            torch.from_numpy(np.stack(cand)), torch.tensor(a), torch.tensor(logp))
 
 
 def entropy(logits):
@@ -203,14 +263,13 @@ def entropy(logits):
 
 
 def warm_start(model, args, rng, opt) -> float:
-    """Behaviour cloning (``clone``) of heuristic (FCFS) episodes."""
+    """Behaviour cloning (``clone``) of episodes of the env's ``--order`` heuristic."""
     picks = []
     names = args.workloads.split(",")
     for i in range(args.bc_episodes):
         split = SPLITS[names[i % len(names)]]
         env = make_env(split.window(split.train_start(rng), args.n_end), split, args)
-        picks += play(env, int(rng.integers(2**31)),
-                      lambda s, g, legal: (env.heuristic_action(), 0.0))[0]
+        picks += play(env, int(rng.integers(2**31)), teacher(env))[0]
         env.close()
     return clone(model, picks, args, rng, opt)
 
@@ -220,30 +279,30 @@ def clone(model, picks, args, rng, opt) -> float:
     the scorer to them by cross-entropy; returns the final training accuracy."""
     if not picks:
         return float("nan")
-    s, g, legal, a, _ = stack(picks)
-    x = model.features(s, g, legal)[legal]
+    s, g, cand, a, _ = stack(picks)
+    x = model.features(s, g, cand)[cand]
     model.mu.copy_(x.mean(0))
     model.sd.copy_(x.std(0).clamp(min=1e-3))
     for _ in range(args.bc_epochs):
         for idx in torch.randperm(len(a), generator=torch.Generator().manual_seed(
                 int(rng.integers(2**31)))).split(args.minibatch):
-            loss = nn.functional.cross_entropy(model(s[idx], g[idx], legal[idx]), a[idx])
+            loss = nn.functional.cross_entropy(model(s[idx], g[idx], cand[idx]), a[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return float((model(s, g, legal).argmax(-1) == a).float().mean())
+        return float((model(s, g, cand).argmax(-1) == a).float().mean())
 
 
 def ppo_update(model, opt, picks, adv, ent_coef, args, rng) -> dict:
     """``args.epochs`` passes of clipped PPO over the iteration's choices."""
-    s, g, legal, a, old_logp = stack(picks)
+    s, g, cand, a, old_logp = stack(picks)
     adv = torch.from_numpy(adv).float()
     stats = []
     for _ in range(args.epochs):
         for idx in torch.randperm(len(a), generator=torch.Generator().manual_seed(
                 int(rng.integers(2**31)))).split(args.minibatch):
-            logits = model(s[idx], g[idx], legal[idx])
+            logits = model(s[idx], g[idx], cand[idx])
             logp = torch.log_softmax(logits, -1).gather(1, a[idx, None])[:, 0]
             ratio = torch.exp(logp - old_logp[idx].float())
             pg = -torch.min(ratio * adv[idx],
@@ -261,8 +320,7 @@ def ppo_update(model, opt, picks, adv, ent_coef, args, rng) -> dict:
 
 
 def fcfs_summary(workload: str, split, seed: int) -> dict:
-    return tailgym.simulate(workload, "fcfs", seed=seed, load=LOAD, kv_blocks=split.kv_blocks,
-                            **ENGINE).summary()
+    return simulate(workload, "fcfs", seed, split.kv_blocks).summary()
 
 
 def main(argv=None) -> Path:
@@ -279,11 +337,11 @@ def main(argv=None) -> Path:
                         seed, ref))
         return out
     return train(args, lambda: Scorer(args.hidden), warm_start, inputs, "fcfs", ENV_ID,
-                 {"slots": args.slots})
+                 {"env_kwargs": env_kwargs(args)})
 
 
 def train(args, new_model, warm, inputs, ref: str, env_id: str, extra: dict,
-          view=split_obs) -> Path:
+          view: View = SLOT_VIEW) -> Path:
     """The training run: the model (``new_model()``, or ``--init``'s), ``warm(model, args,
     rng, opt)`` unless continuing, then ``args.iterations`` PPO iterations (``iteration``) on
     ``inputs(it, n, rng)`` (env, seed, summary of ``ref``) with the episode-length curriculum
@@ -294,7 +352,7 @@ def train(args, new_model, warm, inputs, ref: str, env_id: str, extra: dict,
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = load(args.init).train() if args.init else new_model()
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=args.bc_lr)
     start = time.perf_counter()
     # a continued run's JSON carries on its predecessor's: stages, wall time, curve
     prev = (json.loads(args.init.with_suffix(".json").read_text()) if args.init else
@@ -320,7 +378,8 @@ def train(args, new_model, warm, inputs, ref: str, env_id: str, extra: dict,
     return save(model, args, prev, bc_acc, curve, start, env_id, extra)
 
 
-def iteration(model, opt, inputs, ent_coef, args, rng, it, ref: str, view=split_obs) -> dict:
+def iteration(model, opt, inputs, ent_coef, args, rng, it, ref: str,
+              view: View = SLOT_VIEW) -> dict:
     """One PPO iteration: ``args.rollouts`` sampled episodes on each input (env, seed,
     summary of the reference ``ref`` on it), input-driven advantages, ``ppo_update``; the
     curve entry (the episodes' mean and P99 TTLT relative to the reference's, the update's
@@ -369,17 +428,19 @@ def load(path: Path = CHECKPOINTS / "ppo_scoring.pt") -> Scorer:
     ckpt = torch.load(path, map_location="cpu")
     model = Scorer(ckpt["hidden"], ckpt.get("nf", NF), ckpt.get("ng", NG))
     model.load_state_dict(ckpt["state_dict"])
-    model.slots = ckpt.get("slots")  # Serve-v0's; None for a router
+    model.env_kwargs = ckpt.get("env_kwargs")  # Serve-v0's (see env_kwargs); None for a router
     return model.eval()
 
 
-def act(model, view=split_obs):
-    """``act(env, obs)`` for ``baselines.common.run_episode``: the greedy legal choice."""
+def act(model, view: View = SLOT_VIEW):
+    """``act(env, obs)`` for ``baselines.common.run_episode``: the greedy choice."""
     choose = greedy(model)
 
     def act_(env, obs):
-        choice = view(env, obs)
-        return int(np.flatnonzero(env.action_masks())[0]) if choice is None else choose(*choice)[0]
+        choice = view.observe(env, obs)
+        if choice is None:
+            return int(np.flatnonzero(env.action_masks())[0])
+        return view.action(env, choose(*choice)[0])
     return act_
 
 

@@ -10,7 +10,7 @@ from stable_baselines3 import PPO
 
 from baselines import (evaluate, maskable_ppo_serve, ppo_scoring, ppo_serve_gamma,
                        ppo_serve_priority)
-from baselines.common import SPLITS, env_kwargs, monitor_dir, run_episode
+from baselines.common import KV_BLOCKS, SPLITS, env_kwargs, monitor_dir, run_episode
 
 SCRIPTS = {"maskable_ppo_serve": (maskable_ppo_serve, MaskablePPO),
            "ppo_serve_gamma": (ppo_serve_gamma, PPO),
@@ -28,6 +28,8 @@ def checkpoints(tmp_path_factory):
     maskable_ppo_serve.main([*tiny, "--env-kwargs", json.dumps(evaluate.WORK_CONSERVING),
                              "--out", str(folder / "maskable_ppo_serve_wc.zip")])
     ppo_scoring.main(TINY_SCORING + ["--out", str(folder / "ppo_scoring.pt")])
+    ppo_scoring.main(TINY_SCORING[2:] + ["--iterations", "0",
+                                         "--out", str(folder / "ppo_scoring_clone.pt")])
     return folder
 
 
@@ -53,10 +55,10 @@ def test_every_method_serves_the_whole_window(checkpoints):
     table = evaluate.methods(checkpoints, gamma=1.0)
     assert {evaluate.agent_label(a) for a in evaluate.AGENTS} <= set(table)
     for name, run in table.items():
-        report = run(SMALL, 1, evaluate.KV_BLOCKS)
+        report = run(SMALL, 1, KV_BLOCKS)
         assert len(report.requests["arrival"]) == 40, name
         assert report.summary()["requests_completed"] == 40, name
-        assert report.config["num_gpu_blocks"] == evaluate.KV_BLOCKS, name
+        assert report.config["num_gpu_blocks"] == KV_BLOCKS, name
 
 
 @pytest.mark.parametrize("split", ["azure-conv", "servegen-r1"])
@@ -80,7 +82,7 @@ def test_scoring_training_writes_a_small_checkpoint_and_its_curve(checkpoints):
     assert [c["iteration"] for c in meta["curve"]] == [0, 1]
     assert [c["n"] for c in meta["curve"]] == [20, 30]  # the curriculum reached n-end
     assert all(c["decisions"] > 0 and np.isfinite(c["ttlt_p99_vs_fcfs"]) for c in meta["curve"])
-    assert path.stat().st_size < 50_000 and model.slots == 16
+    assert path.stat().st_size < 50_000 and model.env_kwargs["slots"] == 16
     assert torch.all(model.sd > 0)  # the warm start fitted the normalisation
 
 
@@ -113,6 +115,25 @@ def test_scorer_is_permutation_equivariant_and_masks_illegal_slots():
     torch.testing.assert_close(model(s[:, perm], g, legal[:, perm]), logits[:, perm])
 
 
+def test_the_teacher_played_through_the_slot_view_is_the_heuristic_episode():
+    """Admissions are a priority order over every request in view: the teacher's label is
+    its best request even where that one does not fit (the env's no-op holds the line for
+    it), and mapping the labels back to env actions replays ``heuristic_action()`` exactly."""
+    args = ppo_scoring.parse_args([])
+    split = SPLITS["azure-conv"]
+    workload = split.window(0, 120)
+    env = ppo_scoring.make_env(workload, split, args)
+    picks, _, _, report = ppo_scoring.play(env, 2, ppo_scoring.teacher(env))
+    direct = run_episode(ppo_scoring.ENV_ID, {"workload": workload, **ppo_scoring.ENGINE,
+                                              "load": ppo_scoring.LOAD,
+                                              "kv_blocks": split.kv_blocks,
+                                              **ppo_scoring.env_kwargs(args)},
+                         2, lambda env, obs: env.heuristic_action())
+    np.testing.assert_array_equal(report.requests["completion"], direct.requests["completion"])
+    held = [p for p in picks if p[0][p[3], -1] == 0]  # labels that do not fit now
+    assert held and all(p[2].sum() >= 2 for p in picks)
+
+
 def test_input_driven_baseline_compares_episodes_at_the_same_time():
     """Two episodes on one input: the cheaper one's choices get the positive advantage, and
     the baseline reads the other episode's cost-to-go at the choice's time."""
@@ -137,9 +158,9 @@ def test_evaluate_quick_json_schema(tmp_path, checkpoints):
     assert {n for n, row in methods.items() if row["learned"]} == evaluate.learned_methods()
     for name, row in methods.items():
         assert set(row) == {"learned", "ttlt_mean", "ttlt_p50", "ttlt_p99", "ttft_p50",
-                            "ttft_p99", "vs_fcfs", "vs_uniboost"}, name
+                            "ttft_p99", "vs_fcfs", "vs_uniboost", evaluate.FIXED}, name
         assert 0 < row["ttft_p50"] <= row["ttft_p99"] and 0 < row["ttlt_p50"] <= row["ttlt_p99"]
-        for ref in ("vs_fcfs", "vs_uniboost"):
+        for ref in ("vs_fcfs", "vs_uniboost", evaluate.FIXED):
             assert set(row[ref]) == {"ttlt_mean", "ttlt_p99", "ttft_p99"}
             for lo, hi in row[ref].values():
                 assert -1 < lo <= hi, (name, ref)
@@ -171,7 +192,7 @@ def test_routing_training_and_its_quick_evaluation(tmp_path):
     from tailgym.envs.serve_route import REPLICA_FEATURES
     path = ppo_routing.main(TINY_ROUTING + ["--out", str(tmp_path / "router.pt")])
     model = ppo_scoring.load(path)
-    assert (model.nf, model.slots) == (len(REPLICA_FEATURES), None)
+    assert (model.nf, model.env_kwargs) == (len(REPLICA_FEATURES), None)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["env_id"] == ppo_routing.ENV_ID and [c["n"] for c in meta["curve"]] == [20, 30]
     assert all(np.isfinite(c["ttlt_p99_vs_weighted"]) for c in meta["curve"])
