@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import tailgym
 from baselines import evaluate, ppo_routing, ppo_scoring
 from baselines.common import CHECKPOINTS, run_episode
+from baselines.ppo_routing import simulate
 from tailgym.fleet import ROUTERS
 
 SEEDS = tuple(range(6))
@@ -34,11 +34,6 @@ LEARNED = "PPO scoring router (ServeRoute-v0, greedy)"
 RANDOM = "random choice (ServeRoute-v0)"
 QUICK_N = 40
 HERE = Path(__file__).parent
-
-
-def simulate(workload: str, router: str, seed: int) -> tailgym.Report:
-    return tailgym.simulate(workload, router=router, seed=seed, load=ppo_routing.LOAD,
-                            **ppo_routing.FLEET)
 
 
 def env_method(make_act):

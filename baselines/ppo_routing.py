@@ -61,8 +61,9 @@ def replicas(env, obs):
 REPLICA_VIEW = ppo_scoring.View(replicas, lambda env, k: k)
 
 
-def router_summary(workload: str, router: str, seed: int) -> dict:
-    return tailgym.simulate(workload, router=router, seed=seed, load=LOAD, **FLEET).summary()
+def simulate(workload: str, router: str, seed: int) -> tailgym.Report:
+    """``tailgym.simulate`` of the fleet with ``router``."""
+    return tailgym.simulate(workload, router=router, seed=seed, load=LOAD, **FLEET)
 
 
 def main(argv=None) -> Path:
@@ -82,7 +83,7 @@ def main(argv=None) -> Path:
         out = []
         for _ in range(args.inputs):
             workload, seed = SPLIT.window(SPLIT.train_start(rng), n), int(rng.integers(2**31))
-            ref = router_summary(workload, args.bc_router, seed)
+            ref = simulate(workload, args.bc_router, seed).summary()
             out.append((make_env(workload, args.bc_router, args,
                                  args.theta / ref["ttlt"]["mean"]), seed, ref))
         return out

@@ -164,7 +164,7 @@ def slot_action(env, k: int) -> int:
 SLOT_VIEW = View(slot_candidates, slot_action)
 
 
-def env_kwargs(args) -> dict:
+def serve_kwargs(args) -> dict:
     """The ``Serve-v0`` kwargs beyond workload and engine that the scorer is trained (and
     evaluated) with."""
     return {"slots": args.slots, "order": args.order, "policy_args": args.order_args,
@@ -173,7 +173,7 @@ def env_kwargs(args) -> dict:
 
 def make_env(workload: str, split, args, theta: float = 0.1) -> gym.Env:
     return gym.make(ENV_ID, workload=workload, **ENGINE, load=LOAD, kv_blocks=split.kv_blocks,
-                    **env_kwargs(args), reward=args.reward, theta=theta,
+                    **serve_kwargs(args), reward=args.reward, theta=theta,
                     slo_s=args.slo_s).unwrapped
 
 
@@ -337,7 +337,7 @@ def main(argv=None) -> Path:
                         seed, ref))
         return out
     return train(args, lambda: Scorer(args.hidden), warm_start, inputs, "fcfs", ENV_ID,
-                 {"env_kwargs": env_kwargs(args)})
+                 {"env_kwargs": serve_kwargs(args)})
 
 
 def train(args, new_model, warm, inputs, ref: str, env_id: str, extra: dict,
@@ -428,7 +428,7 @@ def load(path: Path = CHECKPOINTS / "ppo_scoring.pt") -> Scorer:
     ckpt = torch.load(path, map_location="cpu")
     model = Scorer(ckpt["hidden"], ckpt.get("nf", NF), ckpt.get("ng", NG))
     model.load_state_dict(ckpt["state_dict"])
-    model.env_kwargs = ckpt.get("env_kwargs")  # Serve-v0's (see env_kwargs); None for a router
+    model.env_kwargs = ckpt.get("env_kwargs")  # Serve-v0's (see serve_kwargs); None for a router
     return model.eval()
 
 

@@ -124,11 +124,9 @@ def test_the_teacher_played_through_the_slot_view_is_the_heuristic_episode():
     workload = split.window(0, 120)
     env = ppo_scoring.make_env(workload, split, args)
     picks, _, _, report = ppo_scoring.play(env, 2, ppo_scoring.teacher(env))
-    direct = run_episode(ppo_scoring.ENV_ID, {"workload": workload, **ppo_scoring.ENGINE,
-                                              "load": ppo_scoring.LOAD,
-                                              "kv_blocks": split.kv_blocks,
-                                              **ppo_scoring.env_kwargs(args)},
-                         2, lambda env, obs: env.heuristic_action())
+    kwargs = env_kwargs(ppo_scoring.ENV_ID, workload,
+                        {"kv_blocks": split.kv_blocks, **ppo_scoring.serve_kwargs(args)})
+    direct = run_episode(ppo_scoring.ENV_ID, kwargs, 2, lambda env, obs: env.heuristic_action())
     np.testing.assert_array_equal(report.requests["completion"], direct.requests["completion"])
     held = [p for p in picks if p[0][p[3], -1] == 0]  # labels that do not fit now
     assert held and all(p[2].sum() >= 2 for p in picks)
