@@ -86,3 +86,28 @@ def test_an_engine_run_uses_the_quanta():
         assert state.pstate[online.G_TABLE_READY] == 1.0
     assert not np.array_equal(runs["gittins-tail"].rf[:, L.FIRST_SCHED],
                               runs["uniboost-dist"].rf[:, L.FIRST_SCHED])
+
+
+def test_heavy_tailed_sizes_take_gittins_tails_own_gamma():
+    """gamma auto on Pareto sizes (no Lundberg root): gittins-tail goes to its gamma_heavy,
+    UniBoost to gamma_min (its spec); on exponential sizes both take the same root."""
+    from tailgym.policies.gittins import GAMMA_HEAVY
+    from tailgym.policies.uniboost import refresh_gamma
+    rng = np.random.default_rng(0)
+    laws = {"heavy": (1.0 + rng.pareto(1.2, 1000)) * 0.1, "light": rng.exponential(0.5, 1000)}
+    for law, sizes in laws.items():
+        gammas = {}
+        for name in ("gittins-tail", "uniboost"):
+            spec = get_policy(name)
+            params, pstate = spec.param_array(), spec.pstate(spec.knobs())
+            for j, s in enumerate(sizes):
+                online.record_arrival(pstate, 2.0 * j)  # 0.5 requests/s: rho 0.3 and 0.25
+                online.record_completion(pstate, s, 10, 1.0)
+            for _ in range(40):
+                refresh_gamma(params, pstate)
+            gammas[name] = pstate[online.G_GAMMA]
+        if law == "heavy":
+            assert gammas["gittins-tail"] == pytest.approx(GAMMA_HEAVY, rel=1e-3)
+            assert gammas["uniboost"] == pytest.approx(0.1, rel=1e-3)
+        else:
+            assert gammas["gittins-tail"] == gammas["uniboost"] > 0.1

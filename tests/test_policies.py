@@ -240,13 +240,14 @@ def test_auto_gamma_follows_the_lundberg_root():
     rng = np.random.default_rng(0)
     sizes = rng.exponential(1.0, 5000)
     lam = 0.5                                   # M/M/1 at rho 0.5: root = mu - lam = 0.5
-    g = online.lundberg_gamma(sizes / sizes.mean(), lam, 1e-3)
+    g = online.lundberg_gamma(sizes / sizes.mean(), lam, 1e-3, 1e-3)
     assert g == pytest.approx(0.5, rel=0.05)
-    assert online.lundberg_gamma(sizes, 1.5, 0.01) == 0.01  # overload -> gamma_min
+    assert online.lundberg_gamma(sizes / sizes.mean(), lam, 0.7, 1e-3) == 0.7  # clamped
+    assert online.lundberg_gamma(sizes, 1.5, 0.01, 1e-3) == 0.01  # overload -> gamma_min
     assert online.hill_index(sizes) > 2.0
     pareto = (1.0 + rng.pareto(1.2, 5000)) * 0.1               # tail index 1.2, mean 0.6
     assert online.hill_index(pareto) == pytest.approx(1.2, rel=0.2)
-    assert online.lundberg_gamma(pareto, 0.5, 0.01) == 0.01     # heavy tail -> gamma_min
+    assert online.lundberg_gamma(pareto, 0.5, 0.01, 1e-3) == 1e-3  # heavy tail -> gamma_heavy
 
 
 def test_work_units_from_step_model():

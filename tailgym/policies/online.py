@@ -5,11 +5,13 @@ their prompt and output lengths and their response times. Ring buffers hold the 
 recent ``WINDOW`` of each. ``gamma`` estimators (uniboost spec sections 2.4-2.5, 1.3):
 
 * ``lundberg_gamma``: the Cramer-Lundberg root of ``gamma = lambda (E[exp(gamma S)] - 1)`` for
-  the empirical size distribution of recent completions and the measured arrival rate;
-  overload (rho >= 1) has no root and returns ``gamma_min`` (the SJF side), and so does a heavy
-  tail (Hill index of the top ``HILL_SHARE`` of sizes below ``HEAVY_TAIL_INDEX``, infinite
-  variance), where the empirical root would only track the few largest samples; the boost
-  stays capped by MemGuard's quantum, so old requests still win eventually.
+  the empirical size distribution of recent completions and the measured arrival rate, at
+  least ``gamma_min``; overload (rho >= 1) has no root and returns ``gamma_min`` (the SJF
+  side). A heavy tail (Hill index of the top ``HILL_SHARE`` of sizes below
+  ``HEAVY_TAIL_INDEX``, infinite variance) has no exponential moment, so the true root is 0
+  and the empirical one would only track the few largest samples: it returns
+  ``gamma_heavy`` (UniBoost: ``gamma_min``; gittins-tail goes further to the SJF side). The
+  boost stays capped by MemGuard's quantum, so old requests still win eventually.
   The Hill test needs a continuous tail: a top share made mostly of ties (an atom, e.g.
   identical requests or two-point sizes) is not a power law and counts as light.
 * ``ada_target``: the SGLang port's gamma-Ada rule ``gamma_max / (1 + 4 max(t99/t95 - 1, 0))``
@@ -113,13 +115,16 @@ def hill_index(sizes):
 
 
 @allocating
-def lundberg_gamma(sizes, lam, gamma_min):
-    """Positive root of ``lam (E[exp(g S)] - 1) = g`` by bisection in log g; ``gamma_min``
-    when the load ``lam E[S]`` is 1 or more (no root) or the sizes are heavy-tailed."""
+def lundberg_gamma(sizes, lam, gamma_min, gamma_heavy):
+    """Positive root of ``lam (E[exp(g S)] - 1) = g`` by bisection in log g, at least
+    ``gamma_min``; ``gamma_min`` when the load ``lam E[S]`` is 1 or more (no root),
+    ``gamma_heavy`` when the sizes are heavy-tailed."""
     m1 = sizes.mean()
     rho = lam * m1
-    if rho >= 0.999 or lam <= 0.0 or m1 <= 0.0 or hill_index(sizes) < HEAVY_TAIL_INDEX:
+    if rho >= 0.999 or lam <= 0.0 or m1 <= 0.0:
         return gamma_min
+    if hill_index(sizes) < HEAVY_TAIL_INDEX:
+        return gamma_heavy
     hi = 2.0 * (1.0 - rho) / (lam * (sizes * sizes).mean())
     lo = 1e-6 * hi
     for _ in range(60):
@@ -129,7 +134,7 @@ def lundberg_gamma(sizes, lam, gamma_min):
             lo = mid
         else:
             hi = mid
-    return np.sqrt(lo * hi)
+    return max(np.sqrt(lo * hi), gamma_min)
 
 
 @allocating

@@ -19,7 +19,7 @@ WORK = {"alpha_p": np.nan, "alpha_d": np.nan}  # s/token; nan = from the step-ti
 WORK_DOC = {"alpha_p": "work per prompt token, s (default: from the step-time model)",
             "alpha_d": "work per output token, s (default: from the step-time model)"}
 GAMMA = {"gamma": 5.0, "gamma_mode": "auto", "gamma_min": np.nan, "gamma_max": 200.0,
-         "refresh_s": 5.0, "beta": 0.3, "ada_smoothing": "linear"}
+         "refresh_s": 5.0, "beta": 0.3, "ada_smoothing": "linear", "gamma_heavy": np.nan}
 GAMMA_DOC = {
     "gamma": "boost decay rate, 1/s (the start value in auto and ada modes); large -> FCFS, "
              "small -> SJF; <= 0: no boost, FCFS order (SGLang's fallback)",
@@ -31,7 +31,9 @@ GAMMA_DOC = {
     "refresh_s": "seconds of simulated time between gamma updates (> 0 unless gamma_mode=fixed)",
     "beta": "EMA weight of each gamma update, in (0, 1]",
     "ada_smoothing": "ada mode: linear (SGLang: gamma <- (1 - beta) gamma + beta target) | "
-                     "log (EMA in log gamma, at most x2 per update; auto mode always uses it)"}
+                     "log (EMA in log gamma, at most x2 per update; auto mode always uses it)",
+    "gamma_heavy": "auto mode: the gamma while recent sizes are heavy-tailed (Hill index < 2, "
+                   "no Lundberg root), 1/s; default gamma_min"}
 GAMMA_CHOICES = {"gamma_mode": ("fixed", "auto", "ada"), "ada_smoothing": ("linear", "log")}
 
 
@@ -147,10 +149,13 @@ def knob_error(policy: str, key: str, value: float, rule: str) -> ValueError:
 
 
 def check_gamma(policy: str, knobs: dict) -> None:
-    """Validate the gamma knobs (and the work units) and fill gamma_min's mode default."""
+    """Validate the gamma knobs (and the work units) and fill gamma_min's mode default (and
+    gamma_heavy's, gamma_min)."""
     mode = knobs["gamma_mode"]
     if np.isnan(knobs["gamma_min"]):
         knobs["gamma_min"] = 1.0 if mode == "ada" else 0.1
+    if np.isnan(knobs["gamma_heavy"]):
+        knobs["gamma_heavy"] = knobs["gamma_min"]
     for key in ("alpha_p", "alpha_d"):
         if not (np.isnan(knobs[key]) or knobs[key] > 0.0):
             raise knob_error(policy, key, knobs[key], "must be > 0 (seconds of work per token)")
@@ -159,6 +164,9 @@ def check_gamma(policy: str, knobs: dict) -> None:
     if not knobs["gamma_max"] >= knobs["gamma_min"]:
         raise knob_error(policy, "gamma_max", knobs["gamma_max"],
                          f"must be >= gamma_min={knobs['gamma_min']:g}")
+    if not 0.0 < knobs["gamma_heavy"] <= knobs["gamma_max"]:
+        raise knob_error(policy, "gamma_heavy", knobs["gamma_heavy"],
+                         f"must be in (0, gamma_max={knobs['gamma_max']:g}]")
     if not 0.0 < knobs["beta"] <= 1.0:
         raise knob_error(policy, "beta", knobs["beta"], "must be in (0, 1]")
     if knobs["refresh_s"] <= 0.0 and policy in ("uniboost-dist", "gittins-tail"):
@@ -275,7 +283,9 @@ POLICIES: dict[str, PolicySpec] = {p.name: p for p in (
                choices=dict(UNIBOOST_CHOICES), engine=_uniboost_engine, check=check_uniboost),
     PolicySpec("gittins-tail", dispatch.GITTINS_TAIL, gittins.__doc__,
                ("arrival", "prompt", "tokens generated", "online statistics"),
-               params=dict(UNIBOOST_KNOBS), knob_docs=dict(UNIBOOST_DOCS),
+               params={**UNIBOOST_KNOBS, "gamma_heavy": gittins.GAMMA_HEAVY},
+               knob_docs={**UNIBOOST_DOCS, "gamma_heavy": GAMMA_DOC["gamma_heavy"].replace(
+                   "default gamma_min", f"default {gittins.GAMMA_HEAVY:g}")},
                choices=dict(UNIBOOST_CHOICES), engine=_uniboost_engine, check=check_uniboost),
 )}
 

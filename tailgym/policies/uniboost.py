@@ -31,9 +31,9 @@ from ..jit import allocating, kernel
 from . import online
 from .boost import MAX_BOOST, b_gamma, job_work
 
-# knob positions; gamma-boost-oracle uses the first nine
-(ALPHA_P, ALPHA_D, GAMMA, GAMMA_MODE, GAMMA_MIN, GAMMA_MAX, REFRESH_S, BETA, ADA_SMOOTHING, K,
- DELTA, VARIANT, COST_AWARE, RESERVE, MEMGUARD, CACHED) = range(16)
+# knob positions; gamma-boost-oracle uses the first ten
+(ALPHA_P, ALPHA_D, GAMMA, GAMMA_MODE, GAMMA_MIN, GAMMA_MAX, REFRESH_S, BETA, ADA_SMOOTHING,
+ GAMMA_HEAVY, K, DELTA, VARIANT, COST_AWARE, RESERVE, MEMGUARD, CACHED) = range(17)
 FIXED, AUTO, ADA = 0, 1, 2
 LINEAR, LOG = 0, 1          # ada_smoothing
 FULL, BASE, DISTBOOST = 0, 1, 2
@@ -176,12 +176,13 @@ def refresh_gamma(params, pstate):
     old = pstate[online.G_GAMMA]
     if mode == FIXED or n < online.MIN_SAMPLES or old <= 0.0:
         return False
+    lo, hi = params[GAMMA_MIN], params[GAMMA_MAX]
     if mode == AUTO:
         sizes = online.ring(pstate, online.SIZES, n)
-        target = online.lundberg_gamma(sizes, online.arrival_rate(pstate), params[GAMMA_MIN])
+        target = online.lundberg_gamma(sizes, online.arrival_rate(pstate), lo, params[GAMMA_HEAVY])
+        lo = min(lo, params[GAMMA_HEAVY])
     else:
-        target = online.ada_target(online.ring(pstate, online.LATENCIES, n), params[GAMMA_MAX])
-    lo, hi = params[GAMMA_MIN], params[GAMMA_MAX]
+        target = online.ada_target(online.ring(pstate, online.LATENCIES, n), hi)
     if mode == ADA and params[ADA_SMOOTHING] == LINEAR:
         new = online.smooth_gamma_linear(old, target, params[BETA], lo, hi)
     else:
