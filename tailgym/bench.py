@@ -154,7 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet-full", action="store_true",
                         help="also the issue's target case: 512 replicas, 1M requests (and "
                              "without prefix caching)")
+    from .data import DataError
+    from .workload import WorkloadError
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (DataError, WorkloadError) as err:  # a data set that is neither here nor downloadable
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the figures ``args`` asks for."""
     if not args.skip_fleet:
         print(f"fleet: azure-conv lengths, per-replica load 0.8, FCFS, least-outstanding, "
               f"{FLEET_REQUESTS_PER_REPLICA} requests per replica")

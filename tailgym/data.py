@@ -144,6 +144,10 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser()
 
 
+LOCAL_COPY = ("; to use a local copy, point TAILGYM_DATA_DIR at a folder laid out as "
+              "`tailgym data list` shows")
+
+
 def download(url: str, dest: str | os.PathLike, sha256: str, *, progress: bool = True) -> Path:
     """Stream ``url`` to ``dest`` atomically, verifying its sha256."""
     dest = Path(dest)
@@ -165,10 +169,11 @@ def download(url: str, dest: str | os.PathLike, sha256: str, *, progress: bool =
                             digest.update(chunk)
                             bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts, short reads
-                raise DataError(f"download of {url} failed: {exc}") from exc
+                raise DataError(f"download of {url} failed: {exc}{LOCAL_COPY}") from exc
         actual = digest.hexdigest()
         if actual != sha256.lower():
-            raise DataError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}")
+            raise DataError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}"
+                            f"{LOCAL_COPY}")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -127,6 +127,8 @@ def test_a_failed_download_points_to_the_local_data_dir(tmp_path, monkeypatch, c
     monkeypatch.setattr("urllib.request.urlopen", offline)
     _one_line_error(capsys, ["run", "--workload", "azure-code", "-q"], 2,
                     "download of", "network unreachable", "TAILGYM_DATA_DIR")
+    _one_line_error(capsys, ["bench", "--fleet-only"], 2,  # the benchmark's own parser
+                    "python -m tailgym.bench: error: download of", "TAILGYM_DATA_DIR")
 
 
 def test_data_list_says_which_data_sets_are_here(tmp_path, monkeypatch, capsys):

@@ -416,9 +416,6 @@ def guarded(handler, args, parser: argparse.ArgumentParser) -> int:
         return status
     except (CLIError, WorkloadError, DataError, ValueError) as err:
         text = " ".join(in_flag_words(str(err), parser).split())
-        if isinstance(err, DataError) and text.startswith(("download of", "checksum mismatch")):
-            text += ("; to use a local copy, point TAILGYM_DATA_DIR at a folder laid out as "
-                     "`tailgym data list` shows")
         print(f"{parser.prog}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
