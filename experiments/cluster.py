@@ -7,7 +7,8 @@ replica, under each of the eight routers, on fleets of 32 and 128 replicas and t
 (1 replica, the reference ordering), at per-replica loads 0.8-1.1 (arrivals at the load times
 the fleet's summed saturation rate), on azure-conv and mooncake-conv (prefix sharing), three
 seeds. The cost grows with the fleet, so the larger fleets run fewer cells (``GRIDS``: 128
-replicas without gittins-tail; 512 replicas FCFS and UniBoost under three routers at load 1).
+replicas without gittins-tail; 512 replicas also under four routers only: round-robin,
+least-outstanding and the two cache-aware ones).
 
 Workloads: one trace window is too few requests for a fleet (19,366 azure-conv requests are 38
 per replica at 512), so the fleet serves ``copies`` independent tenants of the trace
@@ -48,7 +49,8 @@ SEEDS = (0, 1, 2)
 # fewer cells; one replica is the single engine (the reference ordering)
 GRIDS = ((1, POLICIES, ROUTERS[:1], LOADS), (32, POLICIES, ROUTERS, LOADS),
          (128, POLICIES[:3], ROUTERS, LOADS),
-         (512, ("fcfs", "uniboost"), ("round-robin", "least-outstanding", "prefix-aware"), (1.0,)))
+         (512, POLICIES[:3], ("round-robin", "least-outstanding", "prefix-aware", "weighted"),
+          LOADS))
 QUICK = dict(per_replica=40, seeds=(0, 1),
              grids=((1, ("fcfs", "uniboost"), ("round-robin",), (1.0,)),
                     (4, ("fcfs", "uniboost"), ("round-robin", "prefix-aware"), (1.0,))))
