@@ -3,12 +3,10 @@
     python experiments/cluster.py [--out experiments/results/cluster] [--processes 2] [--quick]
 
 FCFS, SRPT-oracle, UniBoost and gittins-tail (the policy issue's new policy), each on every
-replica, under each of the eight routers, on fleets of 32 and 128 replicas and the single engine
-(1 replica, the reference ordering), at per-replica loads 0.8-1.1 (arrivals at the load times
-the fleet's summed saturation rate), on azure-conv and mooncake-conv (prefix sharing), three
-seeds. The cost grows with the fleet, so the larger fleets run fewer cells (``GRIDS``: 128
-replicas without gittins-tail; 512 replicas also under four routers only: round-robin,
-least-outstanding and the two cache-aware ones).
+replica, under each of the eight routers, on fleets of 32, 128 and 512 replicas and the single
+engine (1 replica, the reference ordering), at per-replica loads 0.8-1.1 (arrivals at the load
+times the fleet's summed saturation rate), on azure-conv and mooncake-conv (prefix sharing),
+three seeds (``GRIDS``).
 
 Workloads: one trace window is too few requests for a fleet (19,366 azure-conv requests are 38
 per replica at 512), so the fleet serves ``copies`` independent tenants of the trace
@@ -45,12 +43,9 @@ POLICIES = ("fcfs", "srpt-oracle", "uniboost", "gittins-tail")
 ROUTERS = tuple(ALL_ROUTERS)
 LOADS = (0.8, 0.9, 1.0, 1.1)
 SEEDS = (0, 1, 2)
-# (replicas, policies, routers, loads): the cost grows with replicas, so the larger fleets run
-# fewer cells; one replica is the single engine (the reference ordering)
-GRIDS = ((1, POLICIES, ROUTERS[:1], LOADS), (32, POLICIES, ROUTERS, LOADS),
-         (128, POLICIES[:3], ROUTERS, LOADS),
-         (512, POLICIES[:3], ("round-robin", "least-outstanding", "prefix-aware", "weighted"),
-          LOADS))
+# (replicas, policies, routers, loads); one replica is the single engine (the reference ordering)
+GRIDS = ((1, POLICIES, ROUTERS[:1], LOADS),
+         *((n, POLICIES, ROUTERS, LOADS) for n in (32, 128, 512)))
 QUICK = dict(per_replica=40, seeds=(0, 1),
              grids=((1, ("fcfs", "uniboost"), ("round-robin",), (1.0,)),
                     (4, ("fcfs", "uniboost"), ("round-robin", "prefix-aware"), (1.0,))))
